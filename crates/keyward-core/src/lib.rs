@@ -1,0 +1,22 @@
+//! Keyward's domain logic: everything that decides, nothing that does IO.
+//!
+//! **Architecture Invariant:** this crate performs no IO (no files, network, database or
+//! clock reads other than through arguments) and has no async code. Callers pass `now`.
+//! It is therefore cheap to test exhaustively, and the verify hot path built on it is
+//! predictable.
+
+pub mod code;
+pub mod digest;
+pub mod ip;
+pub mod key;
+pub mod model;
+pub mod permission;
+pub mod policy;
+pub mod ratelimit;
+pub mod scope;
+pub mod time;
+pub mod validate;
+
+pub use code::VerifyCode;
+pub use digest::KeyDigest;
+pub use key::{KeyPrefix, MintedKey, ParsedKey};

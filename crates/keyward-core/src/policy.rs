@@ -1,0 +1,43 @@
+//! The stateless part of the verify decision: revocation, expiry, enablement, IP and
+//! scopes, in the contract's order. Rate limits and `remaining` are stateful and are
+//! applied after this by the caller (the server's verifier), in that order.
+
+use std::net::IpAddr;
+
+use crate::code::VerifyCode;
+use crate::ip::IpAllowlist;
+use crate::permission::Permission;
+use crate::time::Timestamp;
+
+/// What verify needs of a key, prepared once when the key is loaded into the cache so
+/// that evaluating it allocates nothing.
+#[derive(Debug, Clone)]
+pub struct KeyPolicy {
+    pub revoked_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub enabled: bool,
+    pub identity_enabled: bool,
+    pub ip_allowlist: IpAllowlist,
+    pub scopes: Vec<String>,
+}
+
+/// What the caller asks of a key.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyRequest<'a> {
+    /// All of these are required.
+    pub scopes: &'a [String],
+    pub permission: Option<&'a Permission>,
+    /// The address the key was presented from.
+    pub ip: Option<IpAddr>,
+}
+
+impl KeyPolicy {
+    /// Runs REVOKED, EXPIRED, DISABLED, IP_NOT_ALLOWED, INSUFFICIENT_SCOPE in that order
+    /// and returns the first failing code, or `VALID`.
+    ///
+    /// A key is revoked when `revoked_at <= now`; expired when `expires_at <= now`; an
+    /// allowlist with entries refuses a missing `ip`.
+    pub fn evaluate(&self, req: &VerifyRequest<'_>, now: Timestamp) -> VerifyCode {
+        todo!("{req:?}{now}")
+    }
+}

@@ -1,0 +1,3 @@
+//! The embedded store: SQLite in WAL mode, in the data folder.
+
+pub struct SqliteStore {}
