@@ -1,1 +1,55 @@
-fn main() {}
+//! The `keyward` binary: the server (`serve`, `init`) and the command-line client
+//! (`identity`, `key`, `audit`). See the contract, "The binary".
+
+mod cli;
+mod commands;
+mod error;
+mod output;
+mod parse;
+mod server;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+
+fn main() -> ExitCode {
+    // Usage errors exit 2, --help and --version 0 (clap's defaults).
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            e.report();
+            e.exit_code()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let settings = settings::resolve(&cli.global.layer(), cli.global.config.as_deref(), |k| {
+        std::env::var(k).ok()
+    })?;
+    let json = cli.global.json;
+    match cli.command {
+        Command::Serve => server::serve(&settings).await,
+        Command::Init => server::init(&settings, json).await,
+        Command::Identity(cmd) => {
+            commands::identity(&commands::Ctx::new(&settings, json)?, cmd).await
+        }
+        Command::Key(cmd) => commands::key(&commands::Ctx::new(&settings, json)?, cmd).await,
+        Command::Audit(cmd) => commands::audit(&commands::Ctx::new(&settings, json)?, cmd).await,
+    }
+}

@@ -1,0 +1,88 @@
+//! `keyward serve` and `keyward init`: the server side of the binary.
+
+use keyward_server::ServerConfig;
+use tracing_subscriber::EnvFilter;
+
+use crate::error::CliError;
+use crate::output;
+use crate::settings::{Settings, parse_listen};
+
+/// The server's configuration from the settings in force.
+pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
+    Ok(ServerConfig {
+        listen: parse_listen(&settings.listen)?,
+        data_dir: settings.data_dir.clone(),
+        database_url: settings.database_url.clone(),
+    })
+}
+
+/// Logs to stderr, filtered by `KEYWARD_LOG`, else `RUST_LOG`, else `info`.
+pub fn init_logging() -> Result<(), CliError> {
+    let (var, spec) = match (std::env::var("KEYWARD_LOG"), std::env::var("RUST_LOG")) {
+        (Ok(v), _) if !v.is_empty() => ("KEYWARD_LOG", v),
+        (_, Ok(v)) if !v.is_empty() => ("RUST_LOG", v),
+        _ => ("default", "info".to_string()),
+    };
+    let filter = EnvFilter::try_new(&spec)
+        .map_err(|e| CliError::Usage(format!("invalid log filter in {var}: {e}")))?;
+    // `try_init` fails only if a subscriber is already set, which is harmless.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    Ok(())
+}
+
+pub async fn serve(settings: &Settings) -> Result<(), CliError> {
+    let cfg = config(settings)?;
+    init_logging()?;
+    // Install the handlers before starting, so a signal during startup is not fatal.
+    let shutdown =
+        shutdown_signal().map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
+    keyward_server::serve(cfg, shutdown).await?;
+    Ok(())
+}
+
+/// A future that resolves on SIGTERM or ctrl-c (SIGINT).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        #[cfg(unix)]
+        let term = async move {
+            term.recv().await;
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("ctrl-c: shutting down"),
+            _ = term => tracing::info!("SIGTERM: shutting down"),
+        }
+    })
+}
+
+pub async fn init(settings: &Settings, json: bool) -> Result<(), CliError> {
+    let cfg = config(settings)?;
+    init_logging()?;
+    let store = keyward_server::open_store(&cfg).await?;
+    match keyward_server::bootstrap(&*store).await? {
+        Some(key) => {
+            if json {
+                let out = keyward_proto::InitOutput {
+                    root_key: key.to_string(),
+                };
+                println!("{}", output::json(&out));
+            } else {
+                println!("root key: {}", &*key);
+                eprintln!("warning: the root key is shown only once; store it now.");
+            }
+            Ok(())
+        }
+        None => {
+            eprintln!(
+                "error: the store is already initialised; its root key was shown when it was created"
+            );
+            Err(CliError::Reported)
+        }
+    }
+}
