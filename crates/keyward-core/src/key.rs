@@ -41,6 +41,19 @@ impl KeyPrefix {
     }
 }
 
+impl std::fmt::Display for KeyPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for KeyPrefix {
+    type Err = InvalidPrefix;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KeyPrefix::parse(s)
+    }
+}
+
 impl Default for KeyPrefix {
     fn default() -> Self {
         KeyPrefix(DEFAULT_PREFIX.to_owned())
@@ -89,7 +102,7 @@ pub fn mint(prefix: &KeyPrefix) -> MintedKey {
     }
     push_checksum(&mut key);
     let digest = KeyDigest::of(&key);
-    let start = start_of(&key, prefix.0.len());
+    let start = start_of(&prefix.0, &key[prefix.0.len() + 1..]);
     MintedKey {
         plaintext: key,
         digest,
@@ -97,32 +110,42 @@ pub fn mint(prefix: &KeyPrefix) -> MintedKey {
     }
 }
 
-fn start_of(key: &str, prefix_len: usize) -> String {
-    key[..prefix_len + 1 + START_BODY_CHARS].to_owned()
+fn start_of(prefix: &str, body: &str) -> String {
+    let mut start = String::with_capacity(prefix.len() + 1 + START_BODY_CHARS);
+    start.push_str(prefix);
+    start.push('_');
+    start.push_str(&body[..START_BODY_CHARS]);
+    start
 }
 
 /// Appends the 6 base62 characters of the CRC32 of `s`, zero-padded.
 fn push_checksum(s: &mut String) {
-    let crc = crc32fast::hash(s.as_bytes());
-    let mut buf = [b'0'; CHECKSUM_LEN];
-    let encoded = base62::encode(crc);
-    buf[CHECKSUM_LEN - encoded.len()..].copy_from_slice(encoded.as_bytes());
-    // base62 output is ASCII.
-    s.push_str(std::str::from_utf8(&buf).expect("ascii"));
+    let sum = checksum_of(s);
+    for &b in &sum {
+        s.push(char::from(b));
+    }
 }
 
-/// The 6-character checksum of `s`, without allocating.
+/// The base62 digits, in the contract's order: `0-9A-Za-z`.
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// The 6-character checksum of `s`: CRC32, base62, most significant digit first,
+/// zero-padded. Fixed width by construction (62^6 > 2^32), and it allocates nothing.
 fn checksum_of(s: &str) -> [u8; CHECKSUM_LEN] {
-    let crc = crc32fast::hash(s.as_bytes());
+    let mut n = crc32fast::hash(s.as_bytes());
     let mut buf = [b'0'; CHECKSUM_LEN];
-    let mut tmp = [0u8; 8];
-    let n = base62::encode_bytes(crc, &mut tmp).expect("a u32 fits in 6 base62 digits");
-    buf[CHECKSUM_LEN - n..].copy_from_slice(&tmp[..n]);
+    for d in buf.iter_mut().rev() {
+        *d = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
     buf
 }
 
 /// A string that has the key format and whose checksum holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// `Debug` shows only the `start`: a parsed key is the secret itself and must not reach a
+/// log through `{:?}`.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ParsedKey<'a> {
     pub prefix: &'a str,
     pub body: &'a str,
@@ -136,8 +159,15 @@ pub enum MalformedKey {
     Checksum,
 }
 
+/// Longest string in the key format: two 16-character prefix segments, two `_`, the body.
+pub const MAX_KEY_LEN: usize = 2 * SEGMENT_MAX + 2 + BODY_LEN;
+
 /// Decides `MALFORMED` without any lookup: format, then checksum.
 pub fn parse(key: &str) -> Result<ParsedKey<'_>, MalformedKey> {
+    // Bounds the work done on hostile input before anything scans it.
+    if key.len() > MAX_KEY_LEN {
+        return Err(MalformedKey::Format);
+    }
     let (prefix, body) = key.rsplit_once('_').ok_or(MalformedKey::Format)?;
     if body.len() != BODY_LEN
         || !body.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -154,6 +184,15 @@ pub fn parse(key: &str) -> Result<ParsedKey<'_>, MalformedKey> {
 
 impl ParsedKey<'_> {
     pub fn start(&self) -> String {
-        start_of(&format!("{}_{}", self.prefix, self.body), self.prefix.len())
+        start_of(self.prefix, self.body)
+    }
+}
+
+impl std::fmt::Debug for ParsedKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedKey")
+            .field("prefix", &self.prefix)
+            .field("start", &self.start())
+            .finish_non_exhaustive()
     }
 }

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use crate::code::VerifyCode;
 use crate::ip::IpAllowlist;
 use crate::permission::Permission;
+use crate::scope;
 use crate::time::Timestamp;
 
 /// What verify needs of a key, prepared once when the key is loaded into the cache so
@@ -38,6 +39,23 @@ impl KeyPolicy {
     /// A key is revoked when `revoked_at <= now`; expired when `expires_at <= now`; an
     /// allowlist with entries refuses a missing `ip`.
     pub fn evaluate(&self, req: &VerifyRequest<'_>, now: Timestamp) -> VerifyCode {
-        todo!("{req:?}{now}")
+        if self.revoked_at.is_some_and(|t| t <= now) {
+            return VerifyCode::Revoked;
+        }
+        if self.expires_at.is_some_and(|t| t <= now) {
+            return VerifyCode::Expired;
+        }
+        if !self.enabled || !self.identity_enabled {
+            return VerifyCode::Disabled;
+        }
+        if !self.ip_allowlist.is_empty() && !req.ip.is_some_and(|ip| self.ip_allowlist.allows(ip)) {
+            return VerifyCode::IpNotAllowed;
+        }
+        if !scope::grants_all(&self.scopes, req.scopes)
+            || req.permission.is_some_and(|p| !p.evaluate(&self.scopes))
+        {
+            return VerifyCode::InsufficientScope;
+        }
+        VerifyCode::Valid
     }
 }

@@ -2,8 +2,9 @@
 //! `gcra` crate. A key may hold several; a call passes only if all pass, and a refused
 //! call consumes none of them.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use gcra::{GcraError, GcraState, RateLimit};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -17,6 +18,8 @@ pub struct RateLimitSpec {
 pub const MAX_LIMITS: usize = 16;
 /// Longest window: 31 days.
 pub const MAX_WINDOW_SECONDS: u32 = 31 * 24 * 3600;
+/// Longest limit name.
+pub const NAME_MAX: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("rate_limits[{index}].{field}: {reason}")]
@@ -29,7 +32,38 @@ pub struct InvalidRateLimit {
 /// Checks names (1-64 of `[A-Za-z0-9_.-]`, unique), limits (>= 1) and windows
 /// (1..=MAX_WINDOW_SECONDS), and the count (<= MAX_LIMITS).
 pub fn validate(specs: &[RateLimitSpec]) -> Result<(), InvalidRateLimit> {
-    todo!("{}", specs.len())
+    let err = |index, field, reason| {
+        Err(InvalidRateLimit {
+            index,
+            field,
+            reason,
+        })
+    };
+    if specs.len() > MAX_LIMITS {
+        return err(MAX_LIMITS, "name", "a key may have at most 16 rate limits");
+    }
+    for (i, spec) in specs.iter().enumerate() {
+        if spec.name.is_empty() || spec.name.len() > NAME_MAX {
+            return err(i, "name", "must be 1-64 characters");
+        }
+        if !spec
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            return err(i, "name", "only A-Z, a-z, 0-9 and _ . - are allowed");
+        }
+        if specs[..i].iter().any(|s| s.name == spec.name) {
+            return err(i, "name", "duplicate name");
+        }
+        if spec.limit < 1 {
+            return err(i, "limit", "must be at least 1");
+        }
+        if !(1..=MAX_WINDOW_SECONDS).contains(&spec.window_seconds) {
+            return err(i, "window_seconds", "must be 1..=2678400 (31 days)");
+        }
+    }
+    Ok(())
 }
 
 /// A limit that refused a call, and when it will next let one through.
@@ -57,12 +91,38 @@ pub struct Allowance {
 #[derive(Debug, Clone)]
 pub struct KeyLimiter {
     specs: Vec<RateLimitSpec>,
-    // one gcra::RateLimit and gcra::GcraState per spec
+    /// Parallel to `specs`.
+    limits: Vec<RateLimit>,
+    /// Parallel to `specs`.
+    states: Vec<GcraState>,
+}
+
+/// The GCRA parameters of a spec.
+///
+/// `gcra` derives the emission interval as `window / limit`, truncated to whole
+/// nanoseconds, but keeps the full window as the burst tolerance; for limits that do not
+/// divide the window that lets `limit + 1` calls through at one instant. Shrinking the
+/// window to `interval * limit` keeps the burst exactly `limit` (the rate differs by less
+/// than `limit` nanoseconds per window). Out-of-range specs (which `validate` refuses) are
+/// clamped rather than allowed to panic.
+fn gcra_limit(spec: &RateLimitSpec) -> RateLimit {
+    let limit = spec.limit.max(1);
+    let window = Duration::from_secs(u64::from(spec.window_seconds.max(1)));
+    let interval = (window / limit).max(Duration::from_nanos(1));
+    RateLimit {
+        resource_limit: limit,
+        period: interval * limit,
+        emission_interval: interval,
+    }
 }
 
 impl KeyLimiter {
     pub fn new(specs: &[RateLimitSpec]) -> KeyLimiter {
-        todo!("{}", specs.len())
+        KeyLimiter {
+            specs: specs.to_vec(),
+            limits: specs.iter().map(gcra_limit).collect(),
+            states: vec![GcraState::default(); specs.len()],
+        }
     }
 
     pub fn specs(&self) -> &[RateLimitSpec] {
@@ -71,17 +131,88 @@ impl KeyLimiter {
 
     /// Whether a call at `now` would pass every limit, without consuming anything.
     pub fn peek(&self, now: Instant) -> Result<(), Denied> {
-        todo!("{now:?}")
+        for i in 0..self.specs.len() {
+            // `GcraState` is `Copy`: the check runs on a copy and the live state is untouched.
+            let mut state = self.states[i];
+            if let Err(e) = state.check_and_modify_at(&self.limits[i], now, 1) {
+                return Err(self.denied(i, e, now));
+            }
+        }
+        Ok(())
     }
 
     /// Consumes one call from every limit if all allow it; otherwise consumes nothing and
     /// names the first limit that refused. `Ok(None)` when the key has no limits.
     pub fn acquire(&mut self, now: Instant) -> Result<Option<Allowance>, Denied> {
-        todo!("{now:?}")
+        if self.specs.is_empty() {
+            return Ok(None);
+        }
+        // Check on copies first; the check is a pure function of (state, limit, now), so the
+        // commit below repeats exactly what succeeded here, and nothing is consumed unless
+        // every limit agrees.
+        self.peek(now)?;
+        for (state, limit) in self.states.iter_mut().zip(&self.limits) {
+            let committed = state.check_and_modify_at(limit, now, 1);
+            debug_assert!(committed.is_ok(), "peek passed, so the commit must");
+        }
+        Ok(Some(self.allowance(now)))
     }
 
     /// Gives back one call taken by `acquire` (used when a later check refuses the call).
     pub fn release(&mut self, now: Instant) {
-        todo!("{now:?}")
+        for (state, limit) in self.states.iter_mut().zip(&self.limits) {
+            // `revert_at` only fails for a cost the limit can never allow; ours is 1.
+            let _ = state.revert_at(limit, now, 1);
+        }
     }
+
+    /// The limit with the fewest calls left at `now` (on a tie, the one that takes longest
+    /// to refill).
+    fn allowance(&self, now: Instant) -> Allowance {
+        let (i, remaining, reset_after) = (0..self.specs.len())
+            .map(|i| {
+                let (remaining, reset_after) = remaining_at(&self.limits[i], &self.states[i], now);
+                (i, remaining, reset_after)
+            })
+            .min_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+            .expect("at least one limit");
+        Allowance {
+            name: self.specs[i].name.clone(),
+            limit: self.specs[i].limit,
+            remaining,
+            reset_after,
+        }
+    }
+
+    fn denied(&self, i: usize, e: GcraError, now: Instant) -> Denied {
+        let spec = &self.specs[i];
+        let retry_after = match e {
+            GcraError::DeniedUntil { next_allowed_at } => {
+                next_allowed_at.saturating_duration_since(now)
+            }
+            // Unreachable for a cost of 1; a full window is the honest upper bound.
+            GcraError::DeniedIndefinitely { rate_limit, .. } => rate_limit.period,
+        };
+        Denied {
+            name: spec.name.clone(),
+            limit: spec.limit,
+            window_seconds: spec.window_seconds,
+            retry_after,
+        }
+    }
+}
+
+/// Calls left and time until the bucket is full, from the GCRA state.
+///
+/// Computed here in integers rather than with `GcraState::remaining_resources`, whose `f32`
+/// arithmetic can round the consumed count above the limit for large limits and then
+/// underflow.
+fn remaining_at(limit: &RateLimit, state: &GcraState, now: Instant) -> (u32, Duration) {
+    let until_full = state
+        .tat
+        .map_or(Duration::ZERO, |tat| tat.saturating_duration_since(now));
+    let period = limit.period.as_nanos().max(1);
+    let consumed = (until_full.as_nanos() * u128::from(limit.resource_limit)).div_ceil(period);
+    let remaining = u128::from(limit.resource_limit).saturating_sub(consumed);
+    (remaining as u32, until_full)
 }
