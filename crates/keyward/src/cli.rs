@@ -27,6 +27,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Address the server listens on [env: KEYWARD_LISTEN] [default: 127.0.0.1:7070]
     #[arg(long, global = true, value_name = "ADDR")]
