@@ -287,6 +287,19 @@ macro_rules! key_cols {
 }
 const KEY_COLS: usize = 19;
 
+/// The verify lookup: one query on the unique digest index, joined to the identity by
+/// its primary key.
+macro_rules! key_by_digest {
+    () => {
+        concat!(
+            "SELECT ",
+            key_cols!(),
+            ", (i.enabled AND i.deleted_at IS NULL) FROM keys k \
+             JOIN identities i ON i.id = k.identity_id WHERE k.digest = ?"
+        )
+    };
+}
+
 fn identity_from_row(row: &SqliteRow) -> Result<Identity> {
     Ok(Identity {
         id: get_uuid(row, 0, "identities.id")?,
@@ -644,16 +657,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyWithIdentity>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            key_cols!(),
-            ", (i.enabled AND i.deleted_at IS NULL) FROM keys k \
-             JOIN identities i ON i.id = k.identity_id WHERE k.digest = ?"
-        ))
-        .bind(&digest.as_bytes()[..])
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?;
+        let row = sqlx::query(key_by_digest!())
+            .bind(&digest.as_bytes()[..])
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(KeyWithIdentity {
             key: key_from_row(&row)?,
@@ -911,6 +919,42 @@ mod tests {
         assert_eq!(sync, 2);
         let err = sqlx::query("DELETE FROM settings").execute(&mut *r).await;
         assert!(err.is_err(), "readers are query_only");
+    }
+
+    /// The verify lookup and the listings use indexes, never a table scan.
+    #[tokio::test]
+    async fn lookups_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let mut conn = store.reader.acquire().await.unwrap();
+        let plan = |rows: Vec<SqliteRow>| {
+            rows.iter()
+                .map(|r| r.get::<String, _>(3))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let rows = sqlx::query(concat!("EXPLAIN QUERY PLAN ", key_by_digest!()))
+            .bind(vec![0u8; 32])
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        let p = plan(rows);
+        assert!(!p.contains("SCAN"), "{p}");
+        assert!(p.contains("digest"), "{p}");
+        let rows = sqlx::query(concat!(
+            "EXPLAIN QUERY PLAN SELECT ",
+            key_cols!(),
+            " FROM keys k WHERE k.identity_id = ? AND k.id > ? ORDER BY k.id LIMIT ?"
+        ))
+        .bind("a")
+        .bind("b")
+        .bind(1i64)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let p = plan(rows);
+        assert!(p.contains("keys_identity_id"), "{p}");
+        assert!(!p.contains("TEMP B-TREE"), "no sort: {p}");
     }
 
     #[cfg(unix)]

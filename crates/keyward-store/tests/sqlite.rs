@@ -93,3 +93,37 @@ async fn data_survives_reopening() {
     assert_eq!(store.list_audit(None, 100).await.unwrap(), audit);
     assert_eq!(audit.len(), 2);
 }
+
+/// Two stores on one folder (the server and a CLI, say) write concurrently without
+/// `SQLITE_BUSY` errors: write transactions take the lock up front and wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let a = Arc::new(SqliteStore::open(&data).await.unwrap());
+    let b = Arc::new(SqliteStore::open(&data).await.unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for store in [a.clone(), b.clone()] {
+        tasks.spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..20 {
+                let i = testkit::identity("two-stores");
+                store
+                    .create_identity(&i, &testkit::audit("identity.create", i.id))
+                    .await
+                    .unwrap();
+                ids.push(i.id);
+            }
+            ids
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        ids.extend(r.unwrap());
+    }
+    for id in ids {
+        assert!(a.get_identity(id).await.unwrap().is_some());
+        assert!(b.get_identity(id).await.unwrap().is_some());
+    }
+    assert_eq!(b.list_audit(None, 100).await.unwrap().len(), 40);
+}
