@@ -17,6 +17,8 @@ use keyward_core::model::{
 use keyward_core::time::Timestamp;
 
 pub mod sqlite;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use sqlite::SqliteStore;
 

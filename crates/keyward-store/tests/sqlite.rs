@@ -1,0 +1,129 @@
+//! The store conformance suite (`keyward_store::testkit`) on the embedded SQLite store,
+//! each test on a fresh store in its own temporary folder; plus what only a store on
+//! disk can show (reopening).
+
+use std::sync::Arc;
+
+use keyward_store::testkit;
+use keyward_store::{SqliteStore, Store};
+
+async fn fresh() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("data")).await.unwrap();
+    (dir, store)
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let (_dir, store) = fresh().await;
+            testkit::$name(&store).await;
+        }
+    )*};
+}
+
+conformance!(
+    bootstrap_once,
+    ping,
+    identity_roundtrip,
+    identity_pagination,
+    identity_name_conflict_and_reuse,
+    identity_patch,
+    key_roundtrip,
+    key_create_conflicts,
+    key_pagination,
+    key_patch,
+    revoke_key,
+    delete_identity_revokes_keys,
+    rotate_key_lineage,
+    rotate_key_conflicts,
+    consume_remaining,
+    record_last_used,
+    audit_log_order,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consume_remaining_concurrent() {
+    let (_dir, store) = fresh().await;
+    testkit::consume_remaining_concurrent(Arc::new(store)).await;
+}
+
+/// The whole suite in turn on one store: the tests must not depend on an empty store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_on_one_store() {
+    let (_dir, store) = fresh().await;
+    testkit::run_all(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn run_all_in_memory() {
+    let store = SqliteStore::open_url("sqlite::memory:").await.unwrap();
+    testkit::run_all(Arc::new(store)).await;
+}
+
+/// Everything written is there after closing and reopening the store.
+#[tokio::test]
+async fn data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = SqliteStore::open(&data).await.unwrap();
+    let i = testkit::identity("reopen");
+    store
+        .create_identity(&i, &testkit::audit("identity.create", i.id))
+        .await
+        .unwrap();
+    let mut k = testkit::key(i.id);
+    k.remaining = Some(2);
+    store
+        .create_key(&k, &testkit::audit("key.create", k.id))
+        .await
+        .unwrap();
+    store.consume_remaining(k.id).await.unwrap();
+    let audit = store.list_audit(None, 100).await.unwrap();
+    store.close().await;
+    drop(store);
+
+    // Reopening runs the migrations again: a no-op.
+    let store = SqliteStore::open(&data).await.unwrap();
+    assert_eq!(store.get_identity(i.id).await.unwrap(), Some(i.clone()));
+    let mut expected = k.clone();
+    expected.remaining = Some(1);
+    assert_eq!(store.get_key(k.id).await.unwrap(), Some(expected));
+    assert_eq!(store.list_audit(None, 100).await.unwrap(), audit);
+    assert_eq!(audit.len(), 2);
+}
+
+/// Two stores on one folder (the server and a CLI, say) write concurrently without
+/// `SQLITE_BUSY` errors: write transactions take the lock up front and wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let a = Arc::new(SqliteStore::open(&data).await.unwrap());
+    let b = Arc::new(SqliteStore::open(&data).await.unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for store in [a.clone(), b.clone()] {
+        tasks.spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..20 {
+                let i = testkit::identity("two-stores");
+                store
+                    .create_identity(&i, &testkit::audit("identity.create", i.id))
+                    .await
+                    .unwrap();
+                ids.push(i.id);
+            }
+            ids
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        ids.extend(r.unwrap());
+    }
+    for id in ids {
+        assert!(a.get_identity(id).await.unwrap().is_some());
+        assert!(b.get_identity(id).await.unwrap().is_some());
+    }
+    assert_eq!(b.list_audit(None, 100).await.unwrap().len(), 40);
+}
