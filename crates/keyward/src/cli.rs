@@ -84,7 +84,7 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
-    /// Items per page
+    /// Items per page (with --all: the page size)
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
     /// Start at this page (a previous page's next_cursor)

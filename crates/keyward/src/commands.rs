@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use chrono::{Duration, Utc};
-use keyward_client::{AuditListParams, Client, KeyListParams, ListParams};
+use keyward_client::{AuditListParams, Client, KeyListParams, ListParams, collect_pages};
 use keyward_proto::{CreateIdentity, CreateKey, Page, UpdateIdentity, UpdateKey, VerifyRequest};
 use serde::Serialize;
 
@@ -98,7 +98,11 @@ pub async fn identity(ctx: &Ctx, cmd: IdentityCmd) -> Result<(), CliError> {
         }
         IdentityCmd::List(ListArgs { limit, cursor, all }) => {
             let page = if all {
-                self::all(c.list_all_identities().await.map_err(|e| ctx.api(e))?)
+                let pages = collect_pages(|cursor| {
+                    let params = ListParams { limit, cursor };
+                    async move { c.list_identities(&params).await }
+                });
+                self::all(pages.await.map_err(|e| ctx.api(e))?)
             } else {
                 c.list_identities(&ListParams { limit, cursor })
                     .await
@@ -193,7 +197,15 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<(), CliError> {
             list: ListArgs { limit, cursor, all },
         } => {
             let page = if all {
-                self::all(c.list_all_keys(identity).await.map_err(|e| ctx.api(e))?)
+                let pages = collect_pages(|cursor| {
+                    let params = KeyListParams {
+                        identity_id: identity,
+                        limit,
+                        cursor,
+                    };
+                    async move { c.list_keys(&params).await }
+                });
+                self::all(pages.await.map_err(|e| ctx.api(e))?)
             } else {
                 c.list_keys(&KeyListParams {
                     identity_id: identity,
@@ -337,7 +349,11 @@ pub async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<(), CliError> {
     match cmd {
         AuditCmd::List { after, limit, all } => {
             let page = if all {
-                self::all(c.list_all_audit(None).await.map_err(|e| ctx.api(e))?)
+                let pages = collect_pages(|after| {
+                    let params = AuditListParams { after, limit };
+                    async move { c.list_audit(&params).await }
+                });
+                self::all(pages.await.map_err(|e| ctx.api(e))?)
             } else {
                 c.list_audit(&AuditListParams { after, limit })
                     .await
