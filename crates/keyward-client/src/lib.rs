@@ -403,7 +403,8 @@ impl Client {
             .http
             .request(method, self.url(segments))
             .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(token) = &self.token {
+        // Only `/v1` calls take the credential; `/healthz` and `/readyz` do not get it.
+        if let (Some(token), Some(&"v1")) = (&self.token, segments.first()) {
             // `bearer_auth` marks the header sensitive.
             req = req.bearer_auth(&token.0);
         }
