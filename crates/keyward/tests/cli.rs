@@ -339,8 +339,10 @@ fn identity_commands() {
         .code(1);
     assert!(anonymous.stderr.contains("401"), "{}", anonymous.stderr);
 
-    srv.kw(&["identity", "delete", &id]).ok();
-    srv.kw(&["identity", "show", &id]).code(1);
+    let deleted = srv.kw(&["identity", "delete", &id]).ok();
+    assert!(deleted.stdout.contains(&id), "{}", deleted.stdout);
+    srv.kw(&["identity", "delete", "0190f5a0-0000-7000-8000-000000000001"])
+        .code(1);
 }
 
 #[test]
@@ -698,8 +700,10 @@ fn settings_from_env_file_and_flags() {
     run(&["identity", "list", "--url", "not a url"], &[]).code(2);
 
     // serve settings: a bad listen address is bad usage.
+    // (Values that fail without a name lookup, so the test needs no resolver.)
     run(&["serve", "--listen", "nowhere"], &[]).code(2);
-    run(&["serve"], &[("KEYWARD_LISTEN", "300.0.0.1:1")]).code(2);
+    run(&["serve"], &[("KEYWARD_LISTEN", "127.0.0.1:notaport")]).code(2);
+    run(&["init", "--listen", "127.0.0.1:70000"], &[]).code(2);
 }
 
 #[test]
