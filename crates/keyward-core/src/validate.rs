@@ -48,7 +48,7 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
     if value.chars().any(is_forbidden) {
         return Err(FieldError::new(
             field,
-            "must not contain control characters",
+            "must not contain control or bidirectional-override characters",
         ));
     }
     Ok(())

@@ -1,12 +1,53 @@
 //! Keyward's HTTP server: axum routes over the domain logic of `keyward-core` and a
 //! `keyward-store::Store`, with the verify cache, rate limiters and metrics.
+//!
+//! **Architecture Invariant:** handlers hold no domain rules of their own beyond
+//! authorisation and field mapping: the decisions live in `keyward-core`, the data in the
+//! `Store`. A PostgreSQL store or a gateway reuses them unchanged.
+
+pub mod auth;
+pub mod convert;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod verifier;
+
+mod http_metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use keyward_store::Store;
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use keyward_core::key::{self, KeyPrefix};
+use keyward_core::model::{AuditEntry, Identity, KeyRecord};
+use keyward_core::time::Timestamp;
+use keyward_store::{Bootstrap, SqliteStore, Store};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use uuid::Uuid;
 use zeroize::Zeroizing;
+
+use crate::error::ApiError;
+use crate::routes::{audit, health, identities, keys, verify};
+use crate::state::AppState;
+use crate::verifier::Verifier;
+
+/// Largest request body accepted (413 above).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Keys held in the verify cache.
+pub const CACHE_CAPACITY: usize = 1_000_000;
+
+/// The current time as Keyward stores it (microsecond precision).
+pub fn now() -> Timestamp {
+    keyward_core::time::truncate(chrono::Utc::now())
+}
 
 /// What `keyward serve` needs to run.
 #[derive(Debug, Clone)]
@@ -20,20 +61,150 @@ pub struct ServerConfig {
 
 /// Opens (creating if needed) the configured store and applies its migrations.
 pub async fn open_store(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
-    todo!("{cfg:?}")
+    match cfg.database_url.as_deref() {
+        None | Some("") => {
+            let store = SqliteStore::open(&cfg.data_dir)
+                .await
+                .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+            Ok(Arc::new(store))
+        }
+        Some(url) if url.starts_with("sqlite:") => {
+            let store = SqliteStore::open_url(url)
+                .await
+                .context("opening the SQLite store")?;
+            Ok(Arc::new(store))
+        }
+        Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+            anyhow::bail!(
+                "the PostgreSQL store is not part of this build yet; use the embedded store"
+            )
+        }
+        Some(_) => anyhow::bail!("--database-url must start with sqlite: or postgres:"),
+    }
 }
 
 /// Creates the root identity and the bootstrap root key (scope `keyward:admin`) if the
 /// store is empty. Returns the key, to be shown once, or `None` if the store was
 /// already initialised.
 pub async fn bootstrap(store: &dyn Store) -> anyhow::Result<Option<Zeroizing<String>>> {
-    todo!("{}", std::ptr::addr_of!(store).is_null())
+    let now = now();
+    let identity = Identity {
+        id: Uuid::now_v7(),
+        name: "keyward-root".into(),
+        owner: "keyward".into(),
+        description: "The bootstrap administrator, created when the store was initialised.".into(),
+        meta: Default::default(),
+        enabled: true,
+        created_at: now,
+        updated_at: now,
+    };
+    let prefix = KeyPrefix::default();
+    let minted = key::mint(&prefix);
+    let key = KeyRecord {
+        id: Uuid::now_v7(),
+        identity_id: identity.id,
+        name: "root".into(),
+        prefix: prefix.as_str().into(),
+        start: minted.start.clone(),
+        digest: minted.digest,
+        scopes: vec![auth::ADMIN.into()],
+        created_at: now,
+        updated_at: now,
+        expires_at: None,
+        revoked_at: None,
+        enabled: true,
+        ip_allowlist: vec![],
+        rate_limits: vec![],
+        remaining: None,
+        last_used_at: None,
+        meta: Default::default(),
+        rotated_from: None,
+        rotated_to: None,
+    };
+    let audit = AuditEntry {
+        at: now,
+        actor: "system".into(),
+        action: "store.bootstrap".into(),
+        target: key.id.to_string(),
+        request_id: None,
+        source_ip: None,
+        detail: serde_json::json!({"identity_id": identity.id, "start": key.start}),
+    };
+    let created = store
+        .bootstrap(&Bootstrap {
+            identity,
+            key,
+            audit,
+        })
+        .await?;
+    Ok(created.then_some(minted.plaintext))
+}
+
+/// The Prometheus recorder is process-wide; servers started in one process (tests)
+/// share it.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.000_05, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 0.5, 1.0, 2.5,
+                ])
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/identities",
+            post(identities::create).get(identities::list),
+        )
+        .route(
+            "/identities/{id}",
+            get(identities::show)
+                .patch(identities::update)
+                .delete(identities::delete),
+        )
+        .route("/keys", post(keys::create).get(keys::list))
+        .route("/keys/{id}", get(keys::show).patch(keys::update))
+        .route("/keys/{id}/rotate", post(keys::rotate))
+        .route("/keys/{id}/revoke", post(keys::revoke))
+        .route("/verify", post(verify::verify))
+        .route("/audit", get(audit::list));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
+        .fallback(|| async { ApiError::NotFound("no such path".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(http_metrics::record))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal(
+                "handler panicked".into(),
+            ))
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
 }
 
 /// A running server: its bound address and a handle to stop it.
 pub struct RunningServer {
     pub addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -42,7 +213,7 @@ impl RunningServer {
     /// write-behind state.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         self.task.await?
     }
@@ -51,7 +222,47 @@ impl RunningServer {
 /// Binds `cfg.listen` (port 0 picks a free port), bootstraps an empty store (printing
 /// `root key: <key>` on a line of its own to stderr), and serves in a background task.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
-    todo!("{cfg:?}")
+    let store = open_store(&cfg).await?;
+    if let Some(root) = bootstrap(&*store).await? {
+        // The one and only time the root key is shown.
+        eprintln!("root key: {}", root.as_str());
+    }
+    start_on(store, cfg.listen).await
+}
+
+/// Serves an already opened store on `listen`, in a background task.
+pub async fn start_on(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Result<RunningServer> {
+    let (verifier, last_used) = Verifier::new(store.clone(), CACHE_CAPACITY);
+    let state = AppState {
+        store: store.clone(),
+        verifier,
+        metrics: metrics_handle(),
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "keyward listening");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut stop = rx;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .context("serving HTTP")?;
+        flusher.await.context("flushing last-use times")?;
+        tracing::info!("keyward stopped");
+        Ok(())
+    });
+    Ok(RunningServer {
+        addr,
+        shutdown: Some(tx),
+        task,
+    })
 }
 
 /// Runs until `shutdown` resolves (SIGTERM/ctrl-c in the binary), then shuts down

@@ -1,0 +1,129 @@
+//! Authentication of API calls: `Authorization: Bearer <key>`, checked by the same
+//! verifier as `POST /v1/verify`, and the `keyward:` scopes that authorise each route.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header;
+use axum::http::request::Parts;
+use keyward_core::policy::VerifyRequest;
+use keyward_core::{VerifyCode, scope};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const ADMIN: &str = "keyward:admin";
+pub const VERIFY: &str = "keyward:verify";
+pub const IDENTITIES_READ: &str = "keyward:identities:read";
+pub const IDENTITIES_WRITE: &str = "keyward:identities:write";
+pub const KEYS_READ: &str = "keyward:keys:read";
+pub const KEYS_WRITE: &str = "keyward:keys:write";
+pub const AUDIT_READ: &str = "keyward:audit:read";
+/// Keyward's own namespace: minting or changing keys that hold it needs `keyward:admin`.
+pub const NAMESPACE: &str = "keyward:";
+
+/// Who is calling: the key behind the bearer credential.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: Uuid,
+    pub identity_id: Uuid,
+    pub scopes: Vec<String>,
+    /// The TCP peer address.
+    pub source_ip: Option<std::net::IpAddr>,
+    pub request_id: Option<String>,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        scope::any_grants(&self.scopes, ADMIN)
+    }
+
+    /// 403 unless the principal holds `required` (or `keyward:admin`).
+    pub fn require(&self, required: &str) -> Result<(), ApiError> {
+        if self.is_admin() || scope::any_grants(&self.scopes, required) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this call needs the scope {required}"
+            )))
+        }
+    }
+
+    /// 403 unless the principal is an admin, when `scopes` reach into `keyward:`.
+    pub fn require_admin_for(&self, scopes: &[String]) -> Result<(), ApiError> {
+        if !self.is_admin() && scopes.iter().any(|s| touches_namespace(s)) {
+            return Err(ApiError::Forbidden(format!(
+                "keys with {NAMESPACE} scopes can only be minted or changed with {ADMIN}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The actor recorded in the audit log.
+    pub fn actor(&self) -> String {
+        self.key_id.to_string()
+    }
+}
+
+/// Whether a scope is in, or a wildcard over, Keyward's own namespace (`keyward:x`,
+/// `keyward:*`, `key*`, `*`).
+pub fn touches_namespace(s: &str) -> bool {
+    match s.strip_suffix('*') {
+        Some(stem) => NAMESPACE.starts_with(stem) || stem.starts_with(NAMESPACE),
+        None => s.starts_with(NAMESPACE),
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let source_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| a.ip());
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <key>".into()))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                let (scheme, rest) = h.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <key>".into()))?;
+        let req = VerifyRequest {
+            scopes: &[],
+            permission: None,
+            ip: source_ip,
+        };
+        let outcome = state
+            .verifier
+            .authenticate(token, &req, crate::now())
+            .await?;
+        match (outcome.code, outcome.key) {
+            (VerifyCode::Valid, Some(k)) => Ok(Principal {
+                key_id: k.id,
+                identity_id: k.identity_id,
+                scopes: k.policy.scopes.clone(),
+                source_ip,
+                request_id,
+            }),
+            (VerifyCode::Malformed | VerifyCode::NotFound, _) => {
+                Err(ApiError::Unauthorized("unknown credential".into()))
+            }
+            (code, _) => Err(ApiError::Unauthorized(format!(
+                "the credential is not valid ({})",
+                code.as_str()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The OpenAPI 3 description, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{audit, health, identities, keys, verify};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keyward", description = "API keys for non-human identities."),
+    paths(
+        identities::create, identities::list, identities::show, identities::update,
+        identities::delete,
+        keys::create, keys::list, keys::show, keys::update, keys::rotate, keys::revoke,
+        verify::verify,
+        audit::list,
+        health::healthz, health::readyz, health::metrics, health::openapi,
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,213 @@
+//! A real Keyward server on a free port, over a real store in a temporary folder, and a
+//! small HTTP helper. Tests talk to it over TCP like any client would.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use keyward_server::{RunningServer, ServerConfig};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+pub struct TestServer {
+    pub base: String,
+    pub root: String,
+    pub http: reqwest::Client,
+    pub store: Arc<dyn keyward_store::Store>,
+    server: Option<RunningServer>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+impl Answer {
+    /// Asserts an RFC 9457 problem with this status; returns its body.
+    pub fn problem(&self, status: u16) -> &Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected answer: {}",
+            self.body
+        );
+        assert_eq!(
+            self.headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "not problem+json: {}",
+            self.body
+        );
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["type"].is_string() && self.body["title"].is_string());
+        assert!(self.body["detail"].is_string());
+        &self.body
+    }
+
+    pub fn ok(&self, status: u16) -> &Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected answer: {}",
+            self.body
+        );
+        &self.body
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            database_url: None,
+        };
+        let store = keyward_server::open_store(&cfg).await.unwrap();
+        let root = keyward_server::bootstrap(&*store)
+            .await
+            .unwrap()
+            .expect("fresh store");
+        let server = keyward_server::start_on(store.clone(), cfg.listen)
+            .await
+            .unwrap();
+        TestServer {
+            base: format!("http://{}", server.addr),
+            root: root.as_str().to_owned(),
+            http: reqwest::Client::new(),
+            store,
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await.unwrap();
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        Self::answer(resp).await
+    }
+
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Self::answer(req.send().await.unwrap()).await
+    }
+
+    async fn answer(resp: reqwest::Response) -> Answer {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Answer {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.send(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.send(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.send(reqwest::Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Answer {
+        self.send(reqwest::Method::DELETE, path, Some(token), None)
+            .await
+    }
+
+    /// Creates an identity as root; returns its id.
+    pub async fn identity(&self, name: &str) -> String {
+        let a = self
+            .post(
+                "/v1/identities",
+                &self.root,
+                json!({"name": name, "owner": "team-a"}),
+            )
+            .await;
+        a.ok(201)["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a key as root with extra fields; returns (key, id).
+    pub async fn key(&self, identity: &str, extra: Value) -> (String, String) {
+        let mut body = json!({"identity_id": identity});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let a = self.post("/v1/keys", &self.root, body).await;
+        let b = a.ok(201);
+        (
+            b["key"].as_str().unwrap().to_owned(),
+            b["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A verifier credential (`keyward:verify`).
+    pub async fn verifier(&self) -> String {
+        let id = self
+            .identity(&format!("verifier-{}", uuid::Uuid::now_v7()))
+            .await;
+        self.key(&id, json!({"scopes": ["keyward:verify"]})).await.0
+    }
+
+    /// Verifies `key` with extra request fields; returns the answer body.
+    pub async fn verify(&self, verifier: &str, key: &str, extra: Value) -> Value {
+        let mut body = json!({"key": key});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        self.post("/v1/verify", verifier, body)
+            .await
+            .ok(200)
+            .clone()
+    }
+}
