@@ -1,5 +1,7 @@
 //! `keyward serve` and `keyward init`: the server side of the binary.
 
+use std::io::IsTerminal;
+
 use keyward_server::ServerConfig;
 use tracing_subscriber::EnvFilter;
 
@@ -29,6 +31,7 @@ pub fn init_logging() -> Result<(), CliError> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .try_init();
     Ok(())
 }
