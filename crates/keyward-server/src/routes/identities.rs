@@ -110,6 +110,7 @@ pub fn next_page<T>(
 }
 
 #[utoipa::path(get, path = "/v1/identities/{id}", tag = "identities",
+    params(("id" = Uuid, Path, description = "the identity's id")),
     responses((status = 200, body = proto::Identity), (status = 404, body = proto::Problem)),
     security(("bearer" = [])))]
 pub async fn show(
@@ -127,6 +128,7 @@ fn not_found() -> ApiError {
 }
 
 #[utoipa::path(patch, path = "/v1/identities/{id}", tag = "identities",
+    params(("id" = Uuid, Path, description = "the identity's id")),
     request_body = proto::UpdateIdentity,
     responses((status = 200, body = proto::Identity), (status = 404, body = proto::Problem)),
     security(("bearer" = [])))]
@@ -182,6 +184,7 @@ pub async fn update(
 }
 
 #[utoipa::path(delete, path = "/v1/identities/{id}", tag = "identities",
+    params(("id" = Uuid, Path, description = "the identity's id")),
     responses((status = 200, description = "the deleted identity; its keys are revoked", body = proto::Identity),
               (status = 404, body = proto::Problem)),
     security(("bearer" = [])))]

@@ -162,6 +162,7 @@ async fn load(st: &AppState, id: Uuid) -> ApiResult<KeyRecord> {
 }
 
 #[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys",
+    params(("id" = Uuid, Path, description = "the key's id")),
     responses((status = 200, body = proto::Key), (status = 404, body = proto::Problem)),
     security(("bearer" = [])))]
 pub async fn show(
@@ -173,7 +174,8 @@ pub async fn show(
     Ok(Json(convert::key(load(&st, id).await?)))
 }
 
-#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = proto::UpdateKey,
+#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys",
+    params(("id" = Uuid, Path, description = "the key's id")), request_body = proto::UpdateKey,
     responses((status = 200, body = proto::Key), (status = 400, body = proto::Problem),
               (status = 404, body = proto::Problem)),
     security(("bearer" = [])))]
@@ -233,6 +235,7 @@ pub async fn update(
 }
 
 #[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys",
+    params(("id" = Uuid, Path, description = "the key's id")),
     request_body = proto::RotateKey,
     responses((status = 201, description = "the new key, shown this once", body = proto::CreatedKey),
               (status = 404, body = proto::Problem), (status = 409, body = proto::Problem)),
@@ -303,6 +306,7 @@ pub async fn rotate(
 }
 
 #[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys",
+    params(("id" = Uuid, Path, description = "the key's id")),
     responses((status = 200, body = proto::Key), (status = 404, body = proto::Problem)),
     security(("bearer" = [])))]
 pub async fn revoke(
