@@ -79,8 +79,9 @@ pub struct Denied {
 /// The state of one limit after a call was let through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowance {
-    /// The most constrained limit (fewest calls left).
-    pub name: String,
+    /// The most constrained limit (fewest calls left), as an index into the key's specs:
+    /// no name is copied, so an accepted call allocates nothing.
+    pub index: usize,
     pub limit: u32,
     pub remaining: u32,
     /// Time until the bucket is full again.
@@ -177,7 +178,7 @@ impl KeyLimiter {
             .min_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
             .expect("at least one limit");
         Allowance {
-            name: self.specs[i].name.clone(),
+            index: i,
             limit: self.specs[i].limit,
             remaining,
             reset_after,

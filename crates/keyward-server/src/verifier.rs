@@ -5,8 +5,9 @@
 //! the store on every call (their count must be strict across restarts), and last-use
 //! times are written behind in batches.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use keyward_core::ip::IpAllowlist;
@@ -37,9 +38,17 @@ pub struct CachedKey {
     pub rate_limits: Vec<RateLimitSpec>,
     pub expires_at: Option<Timestamp>,
     pub has_quota: bool,
+    /// The key's live rate-limit state, shared with later fills of the same key so a
+    /// reload does not hand out a fresh burst.
+    limiter: Option<Arc<Mutex<KeyLimiter>>>,
     /// Set once the store said the quota is used up, so later calls skip the store.
     /// Any change to the key replaces this entry.
     quota_exhausted: AtomicBool,
+    /// The last accepted verification, in microseconds since the epoch; written behind.
+    last_used_micros: AtomicI64,
+    /// Whether this key waits in the last-use queue already, so a busy key is queued once
+    /// per flush rather than once per call.
+    last_used_queued: AtomicBool,
     loaded_at: Instant,
 }
 
@@ -73,6 +82,15 @@ impl Outcome {
     }
 }
 
+/// How far a verification got without the store.
+enum Step {
+    Decided(Outcome),
+    /// The digest is not cached: read the store.
+    Load(KeyDigest),
+    /// Every check passed but the quota, which lives in the store.
+    Quota(Arc<CachedKey>),
+}
+
 /// Counters kept as handles so the hot path does no registry lookups.
 struct VerifyMetrics {
     by_code: Vec<metrics::Counter>,
@@ -101,12 +119,12 @@ pub struct Verifier {
     limiters: Cache<Uuid, Arc<Mutex<KeyLimiter>>>,
     /// Bumped by every invalidation, so a cache fill that raced with one is not kept.
     generation: AtomicU64,
-    last_used: mpsc::Sender<(Uuid, Timestamp)>,
+    last_used: mpsc::Sender<Arc<CachedKey>>,
     metrics: VerifyMetrics,
 }
 
-/// The receiving end of last-use times, drained by [`flush_last_used`].
-pub type LastUsedQueue = mpsc::Receiver<(Uuid, Timestamp)>;
+/// The receiving end of keys used since the last flush, drained by [`flush_last_used`].
+pub type LastUsedQueue = mpsc::Receiver<Arc<CachedKey>>;
 
 impl Verifier {
     pub fn new(store: Arc<dyn Store>, capacity: usize) -> (Arc<Verifier>, LastUsedQueue) {
@@ -134,6 +152,17 @@ impl Verifier {
         }
     }
 
+    /// Forgets every cached key (rate-limit states are kept).
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.clear();
+    }
+
+    /// Keys currently cached (found and not found).
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
     /// Verifies `key` for `req`, running every check in the contract's order, and
     /// consumes rate limit and quota only if the call is accepted.
     pub async fn verify(
@@ -142,15 +171,30 @@ impl Verifier {
         req: &VerifyRequest<'_>,
         now: Timestamp,
     ) -> Result<Outcome, StoreError> {
-        let outcome = self.decide(key, req, now, true).await?;
-        self.metrics.by_code[outcome.code as usize].increment(1);
-        if outcome.code == VerifyCode::Valid
-            && let Some(k) = &outcome.key
-            && self.last_used.try_send((k.id, now)).is_err()
-        {
-            self.metrics.last_used_dropped.increment(1);
-        }
+        let outcome = match self.step(key, req, now, true) {
+            Step::Decided(o) => o,
+            step => self.finish(step, req, now, true).await?,
+        };
+        self.account(&outcome, now);
         Ok(outcome)
+    }
+
+    /// The warm path alone: decides without any IO when the key is cached (or cached as
+    /// unknown) and has no quota, and returns `None` when the store must be asked. Never
+    /// awaits, never allocates on an accepted call.
+    pub fn try_verify_warm(
+        &self,
+        key: &str,
+        req: &VerifyRequest<'_>,
+        now: Timestamp,
+    ) -> Option<Outcome> {
+        match self.step(key, req, now, true) {
+            Step::Decided(o) => {
+                self.account(&o, now);
+                Some(o)
+            }
+            _ => None,
+        }
     }
 
     /// Checks a bearer credential of the management API: every check up to the scopes,
@@ -161,67 +205,144 @@ impl Verifier {
         req: &VerifyRequest<'_>,
         now: Timestamp,
     ) -> Result<Outcome, StoreError> {
-        self.decide(key, req, now, false).await
+        match self.step(key, req, now, false) {
+            Step::Decided(o) => Ok(o),
+            step => self.finish(step, req, now, false).await,
+        }
     }
 
-    async fn decide(
+    /// Metrics and the last-use time of an answered verification.
+    fn account(&self, outcome: &Outcome, now: Timestamp) {
+        self.metrics.by_code[outcome.code as usize].increment(1);
+        if outcome.code == VerifyCode::Valid
+            && let Some(k) = &outcome.key
+        {
+            k.last_used_micros
+                .store(now.timestamp_micros(), Ordering::Relaxed);
+            if !k.last_used_queued.load(Ordering::Relaxed)
+                && !k.last_used_queued.swap(true, Ordering::AcqRel)
+                && self.last_used.try_send(k.clone()).is_err()
+            {
+                k.last_used_queued.store(false, Ordering::Release);
+                self.metrics.last_used_dropped.increment(1);
+            }
+        }
+    }
+
+    /// Everything that can be decided from memory.
+    fn step(&self, key: &str, req: &VerifyRequest<'_>, now: Timestamp, metered: bool) -> Step {
+        if key::parse(key).is_err() {
+            return Step::Decided(Outcome::code(VerifyCode::Malformed, None));
+        }
+        let digest = KeyDigest::of(key);
+        match self.cache.get(&digest) {
+            Some(Entry::Found(k)) if k.loaded_at.elapsed() < POSITIVE_TTL => {
+                self.metrics.cache_hit.increment(1);
+                self.evaluate(k, req, now, metered)
+            }
+            Some(Entry::NotFound { until }) if Instant::now() < until => {
+                self.metrics.cache_hit.increment(1);
+                Step::Decided(Outcome::code(VerifyCode::NotFound, None))
+            }
+            _ => Step::Load(digest),
+        }
+    }
+
+    /// The policy checks in contract order, then the rate limits (in memory); a key with
+    /// a quota continues in the store.
+    fn evaluate(
         &self,
-        key: &str,
+        k: Arc<CachedKey>,
+        req: &VerifyRequest<'_>,
+        now: Timestamp,
+        metered: bool,
+    ) -> Step {
+        let code = k.policy.evaluate(req, now);
+        if code != VerifyCode::Valid || !metered {
+            return Step::Decided(Outcome::code(code, Some(k)));
+        }
+        if k.has_quota {
+            return Step::Quota(k);
+        }
+        let acquired = match &k.limiter {
+            None => Ok(None),
+            Some(l) => l.lock().acquire(Instant::now()),
+        };
+        Step::Decided(match acquired {
+            Ok(allowance) => Outcome {
+                allowance,
+                ..Outcome::code(VerifyCode::Valid, Some(k))
+            },
+            Err(denied) => Outcome {
+                denied: Some(denied),
+                ..Outcome::code(VerifyCode::RateLimited, Some(k))
+            },
+        })
+    }
+
+    /// The part that needs the store: a cache fill, or a quota.
+    async fn finish(
+        &self,
+        step: Step,
         req: &VerifyRequest<'_>,
         now: Timestamp,
         metered: bool,
     ) -> Result<Outcome, StoreError> {
-        if key::parse(key).is_err() {
-            return Ok(Outcome::code(VerifyCode::Malformed, None));
-        }
-        let digest = KeyDigest::of(key);
-        let Some(cached) = self.lookup(&digest).await? else {
-            return Ok(Outcome::code(VerifyCode::NotFound, None));
+        let step = match step {
+            Step::Load(digest) => match self.load(&digest).await? {
+                None => return Ok(Outcome::code(VerifyCode::NotFound, None)),
+                Some(k) => self.evaluate(k, req, now, metered),
+            },
+            other => other,
         };
-        let code = cached.policy.evaluate(req, now);
-        if code != VerifyCode::Valid || !metered {
-            return Ok(Outcome::code(code, Some(cached)));
+        match step {
+            Step::Decided(o) => Ok(o),
+            Step::Quota(k) => self.meter_quota(k).await,
+            Step::Load(_) => unreachable!("a loaded key is evaluated"),
         }
-        self.meter(cached).await
     }
 
-    /// Rate limits, then quota; a refused call consumes neither.
-    async fn meter(&self, cached: Arc<CachedKey>) -> Result<Outcome, StoreError> {
-        let limiter = self.limiter_for(&cached);
-        if let Some(l) = &limiter
-            && let Err(denied) = l.lock().peek(Instant::now())
-        {
+    /// Rate limits, then the quota in the store; a refused call consumes neither.
+    async fn meter_quota(&self, cached: Arc<CachedKey>) -> Result<Outcome, StoreError> {
+        let peeked = cached
+            .limiter
+            .as_ref()
+            .map(|l| l.lock().peek(Instant::now()));
+        if let Some(Err(denied)) = peeked {
             return Ok(Outcome {
                 denied: Some(denied),
                 ..Outcome::code(VerifyCode::RateLimited, Some(cached))
             });
         }
-        let mut remaining = None;
-        if cached.has_quota {
-            if cached.quota_exhausted.load(Ordering::Relaxed) {
-                return Ok(Outcome::code(VerifyCode::UsageExceeded, Some(cached)));
-            }
-            match self.store.consume_remaining(cached.id).await? {
-                Consumed::Taken { left } => remaining = Some(left),
-                Consumed::Exhausted => {
-                    cached.quota_exhausted.store(true, Ordering::Relaxed);
-                    return Ok(Outcome {
-                        remaining: Some(0),
-                        ..Outcome::code(VerifyCode::UsageExceeded, Some(cached))
-                    });
-                }
-                Consumed::Unlimited => {}
-                Consumed::Missing => return Ok(Outcome::code(VerifyCode::NotFound, None)),
-            }
+        if cached.quota_exhausted.load(Ordering::Relaxed) {
+            return Ok(Outcome {
+                remaining: Some(0),
+                ..Outcome::code(VerifyCode::UsageExceeded, Some(cached))
+            });
         }
+        let left = match self.store.consume_remaining(cached.id).await? {
+            Consumed::Taken { left } => Some(left),
+            Consumed::Exhausted => {
+                cached.quota_exhausted.store(true, Ordering::Relaxed);
+                return Ok(Outcome {
+                    remaining: Some(0),
+                    ..Outcome::code(VerifyCode::UsageExceeded, Some(cached))
+                });
+            }
+            Consumed::Unlimited => None,
+            Consumed::Missing => return Ok(Outcome::code(VerifyCode::NotFound, None)),
+        };
         let mut allowance = None;
-        if let Some(l) = &limiter {
-            // Another call may have used the last slot since the peek.
-            let acquired = l.lock().acquire(Instant::now());
+        // Another call may have used the last slot since the peek.
+        let acquired = cached
+            .limiter
+            .as_ref()
+            .map(|l| l.lock().acquire(Instant::now()));
+        if let Some(acquired) = acquired {
             match acquired {
                 Ok(a) => allowance = a,
                 Err(denied) => {
-                    if remaining.is_some() {
+                    if left.is_some() {
                         self.store.refund_remaining(cached.id).await?;
                     }
                     return Ok(Outcome {
@@ -232,54 +353,50 @@ impl Verifier {
             }
         }
         Ok(Outcome {
-            remaining,
+            remaining: left,
             allowance,
             ..Outcome::code(VerifyCode::Valid, Some(cached))
         })
     }
 
-    fn limiter_for(&self, cached: &CachedKey) -> Option<Arc<Mutex<KeyLimiter>>> {
-        if cached.rate_limits.is_empty() {
+    /// The live limiter of a key, kept across cache fills; started afresh when the key's
+    /// limits changed.
+    fn limiter_for(&self, id: Uuid, specs: &[RateLimitSpec]) -> Option<Arc<Mutex<KeyLimiter>>> {
+        if specs.is_empty() {
             return None;
         }
-        let make = || Arc::new(Mutex::new(KeyLimiter::new(&cached.rate_limits)));
-        let limiter = self
-            .limiters
-            .get_or_insert_with(&cached.id, || Ok::<_, ()>(make()))
-            .ok()?;
-        if limiter.lock().specs() != cached.rate_limits.as_slice() {
-            // The limits were changed: start them afresh.
-            let fresh = make();
-            self.limiters.insert(cached.id, fresh.clone());
-            return Some(fresh);
+        let make = || Arc::new(Mutex::new(KeyLimiter::new(specs)));
+        if let Some(l) = self.limiters.get(&id)
+            && l.lock().specs() == specs
+        {
+            return Some(l);
         }
-        Some(limiter)
+        let fresh = make();
+        self.limiters.insert(id, fresh.clone());
+        Some(fresh)
     }
 
-    /// The cached key for `digest`, loading it on a miss. Concurrent misses on one digest
-    /// share a single store read.
-    async fn lookup(&self, digest: &KeyDigest) -> Result<Option<Arc<CachedKey>>, StoreError> {
-        let guard = match self.cache.get_value_or_guard_async(digest).await {
-            Ok(Entry::Found(k)) if k.loaded_at.elapsed() < POSITIVE_TTL => {
-                self.metrics.cache_hit.increment(1);
-                return Ok(Some(k));
-            }
-            Ok(Entry::NotFound { until }) if Instant::now() < until => {
-                self.metrics.cache_hit.increment(1);
-                return Ok(None);
-            }
-            Ok(_) => {
+    /// Reads the key for `digest` from the store and caches it (or its absence).
+    /// Concurrent misses on one digest share a single store read.
+    async fn load(&self, digest: &KeyDigest) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        let guard = loop {
+            match self.cache.get_value_or_guard_async(digest).await {
+                Ok(Entry::Found(k)) if k.loaded_at.elapsed() < POSITIVE_TTL => {
+                    return Ok(Some(k));
+                }
+                Ok(Entry::NotFound { until }) if Instant::now() < until => return Ok(None),
                 // Stale: drop it and load afresh.
-                self.cache.remove(digest);
-                return Box::pin(self.lookup(digest)).await;
+                Ok(_) => {
+                    self.cache.remove(digest);
+                }
+                Err(guard) => break guard,
             }
-            Err(guard) => guard,
         };
         self.metrics.cache_miss.increment(1);
         let generation = self.generation.load(Ordering::SeqCst);
         let found = self.store.get_key_by_digest(digest).await?;
         let entry = match found {
-            Some(k) => Entry::Found(Arc::new(prepare(k)?)),
+            Some(k) => Entry::Found(Arc::new(self.prepare(k)?)),
             None => Entry::NotFound {
                 until: Instant::now() + NEGATIVE_TTL,
             },
@@ -294,75 +411,89 @@ impl Verifier {
             Entry::NotFound { .. } => None,
         })
     }
-}
 
-/// Turns a stored key into its verify form: the allowlist is parsed once here.
-fn prepare(k: KeyWithIdentity) -> Result<CachedKey, StoreError> {
-    let KeyWithIdentity {
-        key,
-        identity_enabled,
-    } = k;
-    let ip_allowlist = IpAllowlist::parse(&key.ip_allowlist)
-        .map_err(|e| StoreError::Corrupt(format!("key {}: {e}", key.id)))?;
-    Ok(CachedKey {
-        id: key.id,
-        identity_id: key.identity_id,
-        policy: KeyPolicy {
-            revoked_at: key.revoked_at,
-            expires_at: key.expires_at,
-            enabled: key.enabled,
+    /// Turns a stored key into its verify form: the allowlist is parsed once here.
+    fn prepare(&self, k: KeyWithIdentity) -> Result<CachedKey, StoreError> {
+        let KeyWithIdentity {
+            key,
             identity_enabled,
-            ip_allowlist,
-            scopes: key.scopes,
-        },
-        rate_limits: key.rate_limits,
-        expires_at: key.expires_at,
-        has_quota: key.remaining.is_some(),
-        quota_exhausted: AtomicBool::new(false),
-        loaded_at: Instant::now(),
-    })
+        } = k;
+        let ip_allowlist = IpAllowlist::parse(&key.ip_allowlist)
+            .map_err(|e| StoreError::Corrupt(format!("key {}: {e}", key.id)))?;
+        Ok(CachedKey {
+            id: key.id,
+            identity_id: key.identity_id,
+            limiter: self.limiter_for(key.id, &key.rate_limits),
+            policy: KeyPolicy {
+                revoked_at: key.revoked_at,
+                expires_at: key.expires_at,
+                enabled: key.enabled,
+                identity_enabled,
+                ip_allowlist,
+                scopes: key.scopes,
+            },
+            rate_limits: key.rate_limits,
+            expires_at: key.expires_at,
+            has_quota: key.remaining.is_some(),
+            quota_exhausted: AtomicBool::new(false),
+            last_used_micros: AtomicI64::new(0),
+            last_used_queued: AtomicBool::new(false),
+            loaded_at: Instant::now(),
+        })
+    }
 }
 
-/// Drains last-use times and writes them in batches, once a second, and a last time when
-/// `shutdown` turns true.
+/// Drains the keys used since the last flush and writes their last-use times in one
+/// batch, once a second, and a last time when `shutdown` turns true.
 pub async fn flush_last_used(
     store: Arc<dyn Store>,
     mut rx: LastUsedQueue,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    use std::collections::HashMap;
-    let mut pending: HashMap<Uuid, Timestamp> = HashMap::new();
-    let note = |pending: &mut HashMap<Uuid, Timestamp>, id, at| {
-        let e = pending.entry(id).or_insert(at);
-        if at > *e {
-            *e = at;
-        }
-    };
+    let mut queued: HashMap<Uuid, Arc<CachedKey>> = HashMap::new();
+    // Times whose write failed, retried with the next batch.
+    let mut unwritten: HashMap<Uuid, Timestamp> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some((id, at)) => note(&mut pending, id, at),
+                Some(k) => { queued.insert(k.id, k); }
                 None => break,
             },
-            _ = tick.tick() => write_batch(&*store, &mut pending).await,
+            _ = tick.tick() => write_batch(&*store, &mut queued, &mut unwritten).await,
             // The only change ever sent is the one that asks to stop.
             _ = shutdown.changed() => break,
         }
     }
-    while let Ok((id, at)) = rx.try_recv() {
-        note(&mut pending, id, at);
+    while let Ok(k) = rx.try_recv() {
+        queued.insert(k.id, k);
     }
-    write_batch(&*store, &mut pending).await;
+    write_batch(&*store, &mut queued, &mut unwritten).await;
 }
 
-async fn write_batch(store: &dyn Store, pending: &mut std::collections::HashMap<Uuid, Timestamp>) {
-    if pending.is_empty() {
+async fn write_batch(
+    store: &dyn Store,
+    queued: &mut HashMap<Uuid, Arc<CachedKey>>,
+    unwritten: &mut HashMap<Uuid, Timestamp>,
+) {
+    for (id, k) in queued.drain() {
+        // Unqueue before reading the time: a use racing with this either queues the key
+        // again or is already visible in the time read below.
+        k.last_used_queued.store(false, Ordering::Release);
+        let micros = k.last_used_micros.load(Ordering::Relaxed);
+        if let Some(at) = chrono::DateTime::from_timestamp_micros(micros) {
+            let e = unwritten.entry(id).or_insert(at);
+            *e = (*e).max(at);
+        }
+    }
+    if unwritten.is_empty() {
         return;
     }
-    let batch: Vec<_> = pending.drain().collect();
-    if let Err(e) = store.record_last_used(&batch).await {
-        tracing::warn!(error = %e, keys = batch.len(), "could not record last use; will retry");
-        pending.extend(batch);
+    let batch: Vec<_> = unwritten.iter().map(|(id, at)| (*id, *at)).collect();
+    match store.record_last_used(&batch).await {
+        Ok(()) => unwritten.clear(),
+        Err(e) => {
+            tracing::warn!(error = %e, keys = batch.len(), "could not record last use; will retry")
+        }
     }
 }

@@ -46,6 +46,7 @@ pub async fn verify(
     };
     let now = crate::now();
     let outcome = st.verifier.verify(&body.key, &req, now).await?;
+    let key = outcome.key.as_deref();
     let rate_limit = match (&outcome.denied, &outcome.allowance) {
         (Some(d), _) => Some(proto::RateLimitStatus {
             name: d.name.clone(),
@@ -54,14 +55,16 @@ pub async fn verify(
             reset_at: now + d.retry_after,
         }),
         (None, Some(a)) => Some(proto::RateLimitStatus {
-            name: a.name.clone(),
+            name: key
+                .and_then(|k| k.rate_limits.get(a.index))
+                .map(|r| r.name.clone())
+                .unwrap_or_default(),
             limit: a.limit,
             remaining: a.remaining,
             reset_at: now + a.reset_after,
         }),
         _ => None,
     };
-    let key = outcome.key.as_deref();
     Ok(Json(proto::VerifyResponse {
         valid: outcome.code == VerifyCode::Valid,
         code: convert::code(outcome.code),
