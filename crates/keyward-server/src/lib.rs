@@ -142,7 +142,7 @@ pub async fn bootstrap(store: &dyn Store) -> anyhow::Result<Option<Zeroizing<Str
 
 /// The Prometheus recorder is process-wide; servers started in one process (tests)
 /// share it.
-fn metrics_handle() -> PrometheusHandle {
+pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {

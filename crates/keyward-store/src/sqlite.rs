@@ -57,7 +57,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    group: group_commit::GroupCommit,
 }
+
+mod group_commit;
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`: creates the folder (mode 0700
@@ -126,7 +129,12 @@ impl SqliteStore {
                 .await
                 .map_err(map_err)?
         };
-        Ok(SqliteStore { writer, reader })
+        let group = group_commit::GroupCommit::start(writer.clone());
+        Ok(SqliteStore {
+            writer,
+            reader,
+            group,
+        })
     }
 
     /// Closes both pools, waiting for connections in use to be returned.
@@ -640,15 +648,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_key(&self, key: &KeyRecord, audit: &AuditEntry) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        if live_identity(&mut tx, key.identity_id).await?.is_none() {
-            return Err(StoreError::Conflict(
-                "the identity does not exist or is deleted".to_owned(),
-            ));
-        }
-        insert_key(&mut tx, key).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        let op = group_commit::Op::CreateKey {
+            key: Box::new(key.clone()),
+            audit: Box::new(audit.clone()),
+        };
+        self.group.submit(op).await.map(|_| ())
     }
 
     async fn get_key(&self, id: Uuid) -> Result<Option<KeyRecord>> {
@@ -805,34 +809,14 @@ impl Store for SqliteStore {
     }
 
     async fn consume_remaining(&self, id: Uuid) -> Result<Consumed> {
-        // The decrement is one atomic statement, and the whole call runs under SQLite's
-        // write lock (on the single writer connection): no two callers can take the last
-        // one, and the follow-up read explains exactly the state the UPDATE saw.
-        let mut tx = self.begin_write().await?;
-        let left: Option<i64> = sqlx::query_scalar(
-            "UPDATE keys SET remaining = remaining - 1 \
-             WHERE id = ? AND remaining > 0 RETURNING remaining",
-        )
-        .bind(id_text(id))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if let Some(left) = left {
-            tx.commit().await.map_err(map_err)?;
-            return Ok(Consumed::Taken { left });
+        match self
+            .group
+            .submit(group_commit::Op::ConsumeRemaining { id })
+            .await?
+        {
+            group_commit::Done::Consumed(c) => Ok(c),
+            group_commit::Done::Created => Err(corrupt("group commit answered the wrong job")),
         }
-        let row: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT remaining FROM keys WHERE id = ?")
-                .bind(id_text(id))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        tx.rollback().await.map_err(map_err)?;
-        Ok(match row {
-            None => Consumed::Missing,
-            Some(None) => Consumed::Unlimited,
-            Some(Some(_)) => Consumed::Exhausted,
-        })
     }
 
     async fn refund_remaining(&self, id: Uuid) -> Result<()> {

@@ -127,3 +127,56 @@ async fn two_stores_on_one_folder() {
     }
     assert_eq!(b.list_audit(None, 100).await.unwrap().len(), 40);
 }
+
+/// Concurrent creations share commits (group commit); one that fails rolls back alone and
+/// every acknowledged one is there after reopening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_share_commits_and_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let store = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let live = testkit::identity("live");
+    store
+        .create_identity(&live, &testkit::audit("identity.create", live.id))
+        .await
+        .unwrap();
+    let mut tasks = vec![];
+    for i in 0..200 {
+        let store = store.clone();
+        // Every tenth key names an identity that does not exist.
+        let owner = if i % 10 == 0 {
+            uuid::Uuid::now_v7()
+        } else {
+            live.id
+        };
+        tasks.push(tokio::spawn(async move {
+            let key = testkit::minimal_key(owner);
+            let r = store
+                .create_key(&key, &testkit::audit("key.create", key.id))
+                .await;
+            (key.id, r.is_ok())
+        }));
+    }
+    let mut created = vec![];
+    for t in tasks {
+        let (id, ok) = t.await.unwrap();
+        if ok {
+            created.push(id);
+        }
+    }
+    assert_eq!(created.len(), 180);
+    store.close().await;
+    drop(store);
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    for id in created {
+        assert!(reopened.get_key(id).await.unwrap().is_some());
+    }
+    let audit = reopened.list_audit(None, 1000).await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.entry.action == "key.create")
+            .count(),
+        180
+    );
+}
