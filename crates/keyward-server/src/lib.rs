@@ -232,11 +232,13 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
 
 /// Serves an already opened store on `listen`, in a background task.
 pub async fn start_on(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Result<RunningServer> {
+    // The recorder first: the verifier registers its counters when it is built.
+    let metrics = metrics_handle();
     let (verifier, last_used) = Verifier::new(store.clone(), CACHE_CAPACITY);
     let state = AppState {
         store: store.clone(),
         verifier,
-        metrics: metrics_handle(),
+        metrics,
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Load benchmark over HTTP: starts Keyward (release build, embedded store) pinned to core 0,
+# mints $KEYS keys through the API (measuring keys/s), then measures with wrk pinned to
+# core 1, in one run: the floor (GET /healthz) and POST /v1/verify over all the keys.
+# Prints the verify/healthz throughput ratio, p50 and p99.
+#
+#   bench/load.sh                      # KEYS=20000 DURATION=15 CONNS=32
+#   KEYS=5000 DURATION=5 bench/load.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KEYS=${KEYS:-20000}
+DURATION=${DURATION:-15}
+CONNS=${CONNS:-32}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
+cargo build --release -q -p keyward
+work=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+base="http://127.0.0.1:$port"
+# One core for the server: its runtime gets one worker thread to match.
+TOKIO_WORKER_THREADS=1 KEYWARD_LOG=warn taskset -c "$SERVER_CPU" \
+  target/release/keyward serve --listen "127.0.0.1:$port" --data-dir "$work/data" 2>"$work/serve.log" &
+server=$!
+for _ in $(seq 200); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.05; done
+root=$(awk '/root key:/ {print $3}' "$work/serve.log")
+api() { curl -sf -H "Authorization: Bearer $root" -H 'content-type: application/json' "$@"; }
+identity=$(api "$base/v1/identities" -d '{"name":"load","owner":"bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+verifier=$(api "$base/v1/keys" -d "{\"identity_id\":\"$identity\",\"scopes\":[\"keyward:verify\"]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+
+run_wrk() { taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" --latency "$@"; }
+# wrk's latency lines ("50%  1.23ms") in milliseconds.
+pct() { awk -v p="$1%" '$1==p { v=$2; if (v ~ /us$/) { sub(/us/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v*=1000 }; printf "%.3f", v }' "$2"; }
+rps() { awk '/^Requests\/sec/ {print $2}' "$1"; }
+non2xx() { awk '/Non-2xx/ {n=$5} END {print n+0}' "$1"; }
+
+echo "== minting $KEYS keys through POST /v1/keys ($CONNS connections)"
+# The script times first request to last acknowledgement itself; wrk would run on to -d,
+# so it is interrupted once the keys are in.
+KEYS_FILE="$work/keys" KEYS="$KEYS" ROOT_KEY="$root" IDENTITY="$identity" \
+  run_wrk -d300s -s bench/create-keys.lua "$base/v1/keys" > "$work/create.txt" &
+creator=$!
+while [ ! -s "$work/keys.time" ] && kill -0 "$creator" 2>/dev/null; do sleep 0.2; done
+kill -INT "$creator" 2>/dev/null || true
+wait "$creator" || true
+minted=$(wc -l < "$work/keys")
+create_rate=$(python3 -c "print(round($minted/float(open('$work/keys.time').read())))")
+echo "minted $minted keys in $(cat "$work/keys.time") s: $create_rate keys/s acknowledged, each durable (p50 $(pct 50 "$work/create.txt") ms, p99 $(pct 99 "$work/create.txt") ms)"
+[ "$minted" -ge "$KEYS" ] || { echo "only $minted keys minted" >&2; exit 1; }
+
+# Sanity: the first key verifies.
+code=$(curl -sf -H "Authorization: Bearer $verifier" "$base/v1/verify" -d "{\"key\":\"$(head -1 "$work/keys")\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["code"])')
+[ "$code" = VALID ] || { echo "sanity check failed: $code" >&2; exit 1; }
+
+echo "== warm-up (fills the verify cache with every key)"
+KEYS_FILE="$work/keys" VERIFIER="$verifier" run_wrk -d5s -s bench/verify-json.lua "$base/v1/verify" > /dev/null
+
+echo "== floor: GET /healthz"
+run_wrk -d"${DURATION}s" "$base/healthz" > "$work/healthz.txt"
+echo "== POST /v1/verify over $KEYS keys"
+KEYS_FILE="$work/keys" VERIFIER="$verifier" run_wrk -d"${DURATION}s" -s bench/verify-json.lua "$base/v1/verify" > "$work/verify.txt"
+
+h=$(rps "$work/healthz.txt"); v=$(rps "$work/verify.txt")
+valid=$(curl -s "$base/metrics" | grep -F 'keyward_verify_total{code="VALID"}' | awk '{print $2}')
+echo
+printf 'RESULT keyward healthz_rps=%s verify_rps=%s ratio=%.3f p50_ms=%s p99_ms=%s non2xx=%s valid_total=%s create_keys_per_s=%s\n' \
+  "$h" "$v" "$(python3 -c "print($v/$h)")" "$(pct 50 "$work/verify.txt")" "$(pct 99 "$work/verify.txt")" \
+  "$(non2xx "$work/verify.txt" || true)" "$valid" "$create_rate"
+echo "healthz: p50 $(pct 50 "$work/healthz.txt") ms, p99 $(pct 99 "$work/healthz.txt") ms"
