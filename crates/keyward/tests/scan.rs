@@ -167,3 +167,92 @@ fn git_history_and_the_pre_commit_hook() {
         Some(0)
     );
 }
+
+/// `--revoke`: the Keyward keys found are reported; the server revokes its own.
+#[test]
+fn revoke_reports_found_keys_to_the_server() {
+    use keyward_proto::{CreateIdentity, CreateKey, VerifyCode, VerifyRequest};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let cfg = keyward_server::ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data.path().join("data"),
+        database_url: None,
+    };
+    let (server, ours, reporter, root) = rt.block_on(async {
+        let store = keyward_server::open_store(&cfg).await.unwrap();
+        let root = keyward_server::bootstrap(&*store)
+            .await
+            .unwrap()
+            .unwrap()
+            .to_string();
+        let server = keyward_server::start_on(store, cfg.listen).await.unwrap();
+        let c = keyward_client::Client::new(&format!("http://{}", server.addr), Some(root.clone()))
+            .unwrap();
+        let ident = c
+            .create_identity(&CreateIdentity {
+                name: "svc".into(),
+                owner: "team".into(),
+                description: None,
+                meta: None,
+                enabled: None,
+            })
+            .await
+            .unwrap();
+        let mk = |scopes: Vec<String>| CreateKey {
+            identity_id: ident.id,
+            scopes: Some(scopes),
+            ..CreateKey::default()
+        };
+        let ours = c.create_key(&mk(vec![])).await.unwrap().key;
+        let reporter = c
+            .create_key(&mk(vec!["keyward:leaks:report".into()]))
+            .await
+            .unwrap()
+            .key;
+        (server, ours, reporter, root)
+    });
+    let url = format!("http://{}", server.addr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = key();
+    std::fs::write(
+        dir.path().join("leak.env"),
+        format!("A={ours}\nB={foreign}\nC={ours}\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "scan", ".", "--revoke", "--json", "--url", &url, "--token", &reporter,
+        ])
+        .current_dir(dir.path())
+        .env_remove("KEYWARD_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!stdout.contains(&ours) && !stdout.contains(&foreign));
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["findings"].as_array().unwrap().len(), 3);
+    let revs = v["revocations"].as_array().unwrap();
+    assert_eq!(
+        revs.len(),
+        2,
+        "each distinct key is reported once: {revs:?}"
+    );
+    assert_eq!(revs.iter().filter(|r| r["revoked"] == true).count(), 1);
+
+    rt.block_on(async {
+        let c = keyward_client::Client::new(&url, Some(root)).unwrap();
+        let v = c
+            .verify(&VerifyRequest {
+                key: ours.clone(),
+                ..VerifyRequest::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(v.code, VerifyCode::Revoked);
+        server.stop().await.unwrap();
+    });
+}
