@@ -57,6 +57,75 @@ pub struct Detector {
 
 const GENERIC: usize = usize::MAX;
 
+/// How the generic assignment detector runs on a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generic {
+    /// Off (lockfiles: hashes and integrity strings only).
+    Off,
+    /// Only quoted values: source code, where an unquoted value is an expression
+    /// (`token = next_token()`, `KEY: SomeType = 5`), not a literal.
+    QuotedOnly,
+    /// Quoted and unquoted values: configuration (`.env`, YAML, properties, shell).
+    All,
+}
+
+impl Generic {
+    /// The mode for a file, from its name.
+    pub fn for_path(path: &str) -> Generic {
+        let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+        if crate::scan::LOCKFILES.contains(&name) {
+            return Generic::Off;
+        }
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with(".env") || lower == "-" || lower == "dockerfile" {
+            return Generic::All;
+        }
+        match lower.rsplit_once('.') {
+            None => Generic::All,
+            Some((_, ext)) => {
+                if CONFIG_EXTENSIONS.contains(&ext) {
+                    Generic::All
+                } else {
+                    Generic::QuotedOnly
+                }
+            }
+        }
+    }
+}
+
+/// Extensions of configuration and script files, where unquoted values are literals.
+const CONFIG_EXTENSIONS: &[&str] = &[
+    "env",
+    "properties",
+    "ini",
+    "cfg",
+    "conf",
+    "config",
+    "yaml",
+    "yml",
+    "toml",
+    "sh",
+    "bash",
+    "zsh",
+    "ps1",
+    "bat",
+    "cmd",
+    "xml",
+    "txt",
+    "npmrc",
+    "pypirc",
+    "netrc",
+    "tfvars",
+    "hcl",
+    "tf",
+    "local",
+    "example",
+    "sample",
+    "dist",
+    "secret",
+    "secrets",
+];
+
 impl Default for Detector {
     fn default() -> Self {
         Detector::new()
@@ -121,7 +190,7 @@ impl Detector {
 
     /// Every finding in `data`, in order of position. `generic` turns the generic
     /// assignment detector on (off for lockfiles, whose hashes it need not see).
-    pub fn detect(&self, data: &[u8], generic: bool) -> Vec<Hit> {
+    pub fn detect(&self, data: &[u8], generic: Generic) -> Vec<Hit> {
         let mut raw: Vec<Raw> = Vec::new();
 
         // Keyward keys: always looked for, no prefilter (any prefix is possible).
@@ -170,6 +239,7 @@ impl Detector {
                     continue;
                 };
                 if generic::is_placeholder(secret)
+                    || generic::is_doc_host(caps.get(0).map_or(&[][..], |m| m.as_bytes()))
                     || (c.rule.entropy > 0.0 && generic::entropy(secret) < c.rule.entropy)
                     || password_is_user_name(data, m.start(), secret)
                 {
@@ -185,18 +255,27 @@ impl Detector {
             }
         }
 
-        if generic && generic_enabled {
-            self.generic_hits(data, &candidates, &mut raw);
+        if generic != Generic::Off && generic_enabled {
+            self.generic_hits(data, &candidates, generic, &mut raw);
         }
 
         resolve(data, raw)
     }
 
-    fn generic_hits(&self, data: &[u8], candidates: &[KeyCandidate], raw: &mut Vec<Raw>) {
+    fn generic_hits(
+        &self,
+        data: &[u8],
+        candidates: &[KeyCandidate],
+        mode: Generic,
+        raw: &mut Vec<Raw>,
+    ) {
         for caps in self.generic.captures_iter(data) {
             let Some(value) = (2..=5).find_map(|i| caps.get(i)) else {
                 continue;
             };
+            if mode == Generic::QuotedOnly && caps.get(5).is_some() {
+                continue;
+            }
             let (Ok(name), Ok(text)) = (
                 std::str::from_utf8(&caps[1]),
                 std::str::from_utf8(value.as_bytes()),
@@ -302,7 +381,7 @@ mod tests {
     use keyward_core::key::{KeyPrefix, mint};
 
     fn rules_found(d: &Detector, text: &str) -> Vec<&'static str> {
-        d.detect(text.as_bytes(), true)
+        d.detect(text.as_bytes(), Generic::All)
             .iter()
             .map(|h| h.rule)
             .collect()
@@ -344,7 +423,7 @@ mod tests {
         let d = Detector::new();
         let k = mint(&KeyPrefix::default());
         let text = format!("a\nbb\néé key = {}\n", k.plaintext.as_str());
-        let hits = d.detect(text.as_bytes(), true);
+        let hits = d.detect(text.as_bytes(), Generic::All);
         assert_eq!(hits.len(), 1);
         assert_eq!((hits[0].line, hits[0].column), (3, 10));
         assert!(hits[0].keyward);
@@ -356,7 +435,7 @@ mod tests {
         let d = Detector::new();
         let k = mint(&KeyPrefix::parse("sk_live").unwrap());
         let key = k.plaintext.as_str();
-        let hits = d.detect(format!("STRIPE_KEY={key}").as_bytes(), true);
+        let hits = d.detect(format!("STRIPE_KEY={key}").as_bytes(), Generic::All);
         assert_eq!(hits.len(), 1);
         assert!(hits[0].keyward);
 
@@ -369,7 +448,23 @@ mod tests {
             format!("api_key = \"{bad}\""),
             bad.clone(),
         ] {
-            assert!(d.detect(text.as_bytes(), true).is_empty(), "{text}");
+            assert!(d.detect(text.as_bytes(), Generic::All).is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn code_files_need_quoted_values() {
+        let d = Detector::new();
+        let v = "q8Zr2LmX0vT5nWc7Jp4Ks9Hd";
+        for (path, text, found) in [
+            ("a.rs", format!("let token = {v};"), false),
+            ("a.rs", format!("let token = \"{v}\";"), true),
+            ("a.env", format!("TOKEN={v}"), true),
+            (".env.local", format!("TOKEN={v}"), true),
+            ("Cargo.lock", format!("token = \"{v}\""), false),
+        ] {
+            let hits = d.detect(text.as_bytes(), Generic::for_path(path));
+            assert_eq!(!hits.is_empty(), found, "{path}: {text}");
         }
     }
 
@@ -378,7 +473,7 @@ mod tests {
         let d = Detector::new();
         let k = mint(&KeyPrefix::default());
         let text = format!("t = \"{}\" # keyward:allow\n", k.plaintext.as_str());
-        assert!(d.detect(text.as_bytes(), true).is_empty());
+        assert!(d.detect(text.as_bytes(), Generic::All).is_empty());
     }
 
     #[test]
@@ -388,7 +483,7 @@ mod tests {
         let mut data = vec![0xff, 0xfe, b' '];
         data.extend_from_slice(k.plaintext.as_bytes());
         data.extend_from_slice(&[b' ', 0xc3]);
-        let hits = d.detect(&data, true);
+        let hits = d.detect(&data, Generic::All);
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].column, 4);
     }

@@ -24,7 +24,7 @@ pub const KEYWORDS: &[&str] = &[
     "key",
     "secret",
     "token",
-    "passw",
+    "pass",
     "pwd",
     "credential",
     "auth",
@@ -32,7 +32,7 @@ pub const KEYWORDS: &[&str] = &[
 
 pub fn regex() -> Regex {
     // name, separator (with an optional type annotation: `const K: &str =`), value.
-    let pattern = r#"(?i)([a-z0-9_.\-]{0,40}(?:api[_.\-]?key|apikey|secret|token|passw(?:or)?d|passwd|pwd|auth[_.\-]?key|access[_.\-]?key|private[_.\-]?key|signing[_.\-]?key|encryption[_.\-]?key|credential)[a-z0-9_.\-]{0,40})(?:['"]?\]?\s*(?::\s*&?(?:'static\s+)?[a-z_][a-z0-9_<>\[\]]{0,24}\s*)?(?:=|:=|:|=>|<-|\?=|\|\|=)|"?\s+value\s*=|>)\s*(?:"([^"\n]{6,300})"|'([^'\n]{6,300})'|`([^`\n]{6,300})`|([^\s"'`;,<>(){}\[\]]{6,300}))"#;
+    let pattern = r#"(?i)([a-z0-9_.\-]{0,40}(?:api[_.\-]?key|apikey|secret|token|passw(?:or)?d|passwd|pwd|[_.\-]pass\b|auth[_.\-]?key|access[_.\-]?key|private[_.\-]?key|signing[_.\-]?key|encryption[_.\-]?key|credential)[a-z0-9_.\-]{0,40})(?:['"]?\]?\s*(?::\s*&?(?:'static\s+)?[a-z_][a-z0-9_<>\[\]]{0,24}\s*)?(?:=|:=|:|=>|<-|\?=|\|\|=)|"?\s+value\s*=|>)\s*(?:"([^"\n]{6,300})"|'([^'\n]{6,300})'|`([^`\n]{6,300})`|([^\s"'`;,<>(){}\[\]]{6,300}))"#;
     RegexBuilder::new(pattern)
         .unicode(false)
         .size_limit(50 << 20)
@@ -137,7 +137,34 @@ const PLACEHOLDERS: &[&str] = &[
     "12345678",
     "00000000",
     "password",
+    "mock",
 ];
+
+/// Whole values that are stand-ins (`user:pass@host`).
+const DUMMY_VALUES: &[&str] = &[
+    "pass", "passwd", "pwd", "secret", "test", "admin", "root", "guest", "user", "foo", "bar",
+    "baz", "qux", "hello", "world", "letmein", "hunter2", "s3cr3t", "p@ssw0rd", "p4ssw0rd",
+];
+
+/// A match whose host is a documentation domain (RFC 2606): `https://u:p@example.com`.
+pub fn is_doc_host(whole: &[u8]) -> bool {
+    let lower = whole.to_ascii_lowercase();
+    [
+        &b"example.com"[..],
+        b"example.org",
+        b"example.net",
+        b".example",
+        b".invalid",
+    ]
+    .iter()
+    .any(|d| memchr::memmem::find(&lower, d).is_some())
+}
+
+/// Whether a UUID (GUID) appears anywhere in the value.
+fn contains_uuid(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.len() >= 36 && (0..=b.len() - 36).any(|i| is_uuid_bytes(&b[i..i + 36]))
+}
 
 /// Values that are references to something else, not literals.
 const REFERENCES: &[&str] = &[
@@ -166,7 +193,8 @@ const REFERENCES: &[&str] = &[
 /// references). Applies to every rule but the Keyward one.
 pub fn is_placeholder(value: &str) -> bool {
     let lower = value.to_ascii_lowercase();
-    PLACEHOLDERS.iter().any(|p| lower.contains(p))
+    DUMMY_VALUES.contains(&lower.as_str())
+        || PLACEHOLDERS.iter().any(|p| lower.contains(p))
         || REFERENCES.iter().any(|p| lower.contains(p))
         || lower.starts_with('$')
         || lower.starts_with('%')
@@ -207,15 +235,14 @@ pub fn classify_name(name: &str) -> Option<Kind> {
     if QUIET_NAMES.iter().any(|q| lower.contains(q)) {
         return None;
     }
-    if lower.contains("passw") || lower.contains("pwd") {
+    if lower.contains("pass") || lower.contains("pwd") {
         Some(Kind::Password)
     } else {
         Some(Kind::Secret)
     }
 }
 
-fn is_uuid(v: &str) -> bool {
-    let b = v.as_bytes();
+fn is_uuid_bytes(b: &[u8]) -> bool {
     b.len() == 36
         && b.iter().enumerate().all(|(i, &c)| match i {
             8 | 13 | 18 | 23 => c == b'-',
@@ -258,7 +285,13 @@ fn classes(v: &str) -> Classes {
 /// Whether `value`, assigned to a name of `kind`, is reported.
 pub fn is_secret(kind: Kind, value: &str) -> bool {
     let value = value.trim();
-    if value.contains(char::is_whitespace) || is_placeholder(value) || is_uuid(value) {
+    // Base64 JSON (`eyJ...`) is a JWT or its payload: the `jwt` rule's business.
+    if value.contains(char::is_whitespace)
+        || is_placeholder(value)
+        || contains_uuid(value)
+        || value.starts_with("eyJ")
+        || value.contains('\\')
+    {
         return false;
     }
     let lower = value.to_ascii_lowercase();
@@ -291,7 +324,11 @@ pub fn is_secret(kind: Kind, value: &str) -> bool {
                 && (c.digit || value.len() >= 32)
                 && (c.lower || c.upper)
                 && n_classes >= 2
-                && h >= if value.len() >= 20 { 3.3 } else { 3.0 }
+                && h >= if value.len() < 20 || value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    3.0
+                } else {
+                    3.3
+                }
         }
         Kind::Password => value.len() >= 8 && n_classes >= 3 && h >= 2.8,
     }
@@ -337,6 +374,8 @@ mod tests {
     fn passwords() {
         assert!(hit("password = \"Tr0ub4dor&3x!\"").is_some());
         assert!(hit("DB_PASSWORD=Hk8#vPq2$wLm").is_some());
+        assert!(hit("$DB_PASS = 'KHACpN6trf*xAVnR';").is_some());
+        assert!(hit("compass = 'KHACpN6trf*xAVnR';").is_none());
         assert!(hit("password = \"correcthorsebattery\"").is_none());
         assert!(hit("password: hunter2").is_none());
     }

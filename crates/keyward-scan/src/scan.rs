@@ -16,7 +16,7 @@ use rayon::iter::{ParallelBridge, ParallelIterator};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::engine::Detector;
+use crate::engine::{Detector, Generic};
 use crate::finding::{Finding, LeakedKey, fingerprint, redact};
 
 /// Files from this size on are memory-mapped rather than read.
@@ -29,7 +29,7 @@ const BINARY_PROBE: usize = 8000;
 
 /// Lockfiles: full of hashes and integrity strings, never of hand-written secrets. The
 /// generic detector is off in them; the specific rules still run.
-const LOCKFILES: &[&str] = &[
+pub(crate) const LOCKFILES: &[&str] = &[
     "package-lock.json",
     "npm-shrinkwrap.json",
     "yarn.lock",
@@ -286,9 +286,7 @@ impl Scanner {
             });
             return;
         }
-        let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
-        let generic = !LOCKFILES.contains(&name);
-        let hits = self.detector.detect(data, generic);
+        let hits = self.detector.detect(data, Generic::for_path(path));
         let mut found = Vec::with_capacity(hits.len());
         let mut baselined = 0;
         for h in hits {
