@@ -273,6 +273,56 @@ const LANGS: &[Lang] = &[
         ],
         assign: |n, v| format!("  {n} = \"{v}\""),
     },
+    Lang {
+        ext: "kt",
+        filler: &[
+            "package com.acme.app",
+            "",
+            "import kotlinx.coroutines.launch",
+            "data class Order(val id: String, val total: Long)",
+            "fun total(orders: List<Order>) = orders.sumOf { it.total }",
+        ],
+        assign: |n, v| format!("val {n} = \"{v}\""),
+    },
+    Lang {
+        ext: "swift",
+        filler: &[
+            "import Foundation",
+            "",
+            "struct Order: Codable {",
+            "    let id: String",
+            "    let total: Int",
+            "}",
+            "func fetch() async throws -> [Order] { [] }",
+        ],
+        assign: |n, v| format!("let {n} = \"{v}\""),
+    },
+    Lang {
+        ext: "yml",
+        filler: &[
+            "version: \"3.9\"",
+            "services:",
+            "  app:",
+            "    image: acme/app:2.1",
+            "    ports:",
+            "      - \"8080:8080\"",
+            "    environment:",
+            "      - LOG_LEVEL=info",
+        ],
+        assign: |n, v| format!("      - {}={v}", n.to_uppercase()),
+    },
+    Lang {
+        ext: "ini",
+        filler: &[
+            "[app]",
+            "port = 8080",
+            "workers = 4",
+            "",
+            "[log]",
+            "level = info",
+        ],
+        assign: |n, v| format!("{n} = {v}"),
+    },
 ];
 
 const SECRET_NAMES: &[&str] = &[
@@ -379,7 +429,7 @@ fn main() {
                 (lang.assign)(rng.pick::<&str>(KEYWARD_NAMES), &key)
             };
             (vec![line], "keyward".to_owned(), lang, 1)
-        } else if roll < 75 {
+        } else if roll < 70 {
             let rule = rng.pick(RULES);
             let example = render(rule.example, &mut rng);
             match split_assignment(&example) {
@@ -395,7 +445,7 @@ fn main() {
                     (lines, format!("rule:{}", rule.id), &LANGS[9], span) // sh
                 }
             }
-        } else {
+        } else if roll < 88 {
             let (name, value) = if rng.below(3) == 0 {
                 (*rng.pick(PASSWORD_NAMES), password(&mut rng))
             } else if rng.below(4) == 0 {
@@ -412,6 +462,42 @@ fn main() {
                 lang,
                 1,
             )
+        } else {
+            // Shapes written by hand, not from the rule templates.
+            let pw = password(&mut rng);
+            let tok = random(&mut rng, 'a', 32);
+            let hex = random(&mut rng, 'h', 40);
+            let db = random(&mut rng, 'a', 16);
+            let options = [
+                (
+                    "go",
+                    format!("\tcfg := Config{{Host: \"db\", Password: \"{pw}\"}}"),
+                ),
+                ("yaml", format!("  password: {pw}")),
+                ("json", format!("  \"apiKey\": \"{tok}\",")),
+                ("kt", format!("val apiToken = \"{tok}\"")),
+                (
+                    "yml",
+                    format!("      - DATABASE_URL=postgres://app:{db}@db:5432/app"),
+                ),
+                ("swift", format!("let clientSecret = \"{tok}\"")),
+                (
+                    "py",
+                    format!("requests.get(url, headers={{\"X-Api-Key\": \"{tok}\"}})"),
+                ),
+                ("ini", format!("secret_key = {hex}")),
+                (
+                    "sh",
+                    format!("curl -u admin:{pw} https://ci.internal/api/json"),
+                ),
+                (
+                    "cs",
+                    format!("        var credential = new NetworkCredential(\"svc\", \"{pw}\");"),
+                ),
+            ];
+            let (ext, line) = rng.pick(&options).clone();
+            let lang = LANGS.iter().find(|l| l.ext == ext).unwrap_or(&LANGS[9]);
+            (vec![line], format!("hand:{ext}"), lang, 1)
         };
         let (text, line) = file_text(&mut rng, lang, &planted);
         let path = format!("pos/{i:04}.{}", lang.ext);
@@ -471,7 +557,7 @@ fn main() {
                 ),
             };
             (vec![(lang.assign)(n, &v)], format!("decoy:{what}"))
-        } else if roll < 90 {
+        } else if roll < 80 {
             let options: &[(&str, &str)] = &[
                 ("api_key", "YOUR_API_KEY"),
                 ("token", "${GITHUB_TOKEN}"),
@@ -492,7 +578,37 @@ fn main() {
             let (n, v) = rng.pick(options);
             (vec![(lang.assign)(n, v)], "decoy:placeholder".into())
         } else {
+            let code: &[&str] = &[
+                "password = getpass.getpass(\"Password: \")",
+                "token = request.headers[\"Authorization\"]",
+                "api_key = settings.API_KEY",
+                "secret = base64.b64encode(os.urandom(32))",
+                "String password = System.getenv(\"DB_PASSWORD\");",
+                "key_length = 2048",
+                "\"tokenizer\": \"bert-base-uncased\",",
+                "secret_name = \"prod/db/password\"",
+                "password_min_length = 12",
+                "auth_url = \"https://login.internal/oauth2/token\"",
+                "api_key = \"\"",
+                "token = None",
+                "csrf_token = \"{{ csrf_token() }}\"",
+                "const token = await getAccessToken(scopes);",
+                "if token_type == \"bearer\":",
+                "password_hash = bcrypt.hashpw(password, bcrypt.gensalt())",
+            ];
+            if rng.below(2) == 0 {
+                let line = (*rng.pick(code)).to_owned();
+                let (text, at) = file_text(&mut rng, lang, std::slice::from_ref(&line));
+                let path = format!("neg/{i:04}.{}", lang.ext);
+                write(&out, &path, &text);
+                labels.push(json!({"path": path, "positive": false, "line": at,
+                    "end_line": at, "kind": "decoy:code"}));
+                continue;
+            }
             let options = [
+                ("integrity", format!("sha384-{}", random(&mut rng, 'b', 64))),
+                ("nonce", random(&mut rng, 'a', 24)),
+                ("client_id", random(&mut rng, 'a', 20)),
                 ("cache_key", random(&mut rng, 'a', 32)),
                 ("build_id", random(&mut rng, 'l', 20)),
                 ("css_hash", random(&mut rng, 'h', 8)),

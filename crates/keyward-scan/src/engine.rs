@@ -273,7 +273,10 @@ impl Detector {
             let Some(value) = (2..=5).find_map(|i| caps.get(i)) else {
                 continue;
             };
-            if mode == Generic::QuotedOnly && caps.get(5).is_some() {
+            if caps.get(5).is_some()
+                && (mode == Generic::QuotedOnly || data.get(value.end()) == Some(&b'('))
+            {
+                // Unquoted: an expression in code; a call anywhere.
                 continue;
             }
             let (Ok(name), Ok(text)) = (

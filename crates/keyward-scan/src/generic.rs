@@ -32,7 +32,7 @@ pub const KEYWORDS: &[&str] = &[
 
 pub fn regex() -> Regex {
     // name, separator (with an optional type annotation: `const K: &str =`), value.
-    let pattern = r#"(?i)([a-z0-9_.\-]{0,40}(?:api[_.\-]?key|apikey|secret|token|passw(?:or)?d|passwd|pwd|[_.\-]pass\b|auth[_.\-]?key|access[_.\-]?key|private[_.\-]?key|signing[_.\-]?key|encryption[_.\-]?key|credential)[a-z0-9_.\-]{0,40})(?:['"]?\]?\s*(?::\s*&?(?:'static\s+)?[a-z_][a-z0-9_<>\[\]]{0,24}\s*)?(?:=|:=|:|=>|<-|\?=|\|\|=)|"?\s+value\s*=|>)\s*(?:"([^"\n]{6,300})"|'([^'\n]{6,300})'|`([^`\n]{6,300})`|([^\s"'`;,<>(){}\[\]]{6,300}))"#;
+    let pattern = r#"(?i)([a-z0-9_.\-]{0,40}(?:api[_.\-]?key|apikey|secret|token|passw(?:or)?d|passwd|pwd|[_.\-]pass\b|auth[_.\-]?key|access[_.\-]?key|private[_.\-]?key|signing[_.\-]?key|encryption[_.\-]?key|credential)[a-z0-9_.\-]{0,40})(?:['"]?\]?[ \t]*(?::[ \t]*&?(?:'static\s+)?[a-z_][a-z0-9_<>\[\]]{0,24}\s*)?(?:=|:=|:|=>|<-|\?=|\|\|=)|"?\s+value\s*=|>)[ \t]*(?:"([^"\n]{6,300})"|'([^'\n]{6,300})'|`([^`\n]{6,300})`|([^\s"'`;,<>(){}\[\]]{6,300}))"#;
     RegexBuilder::new(pattern)
         .unicode(false)
         .size_limit(50 << 20)
@@ -259,11 +259,10 @@ fn is_identifier(v: &str) -> bool {
     parts_ok
         || (v.contains('.')
             && v.split('.').all(|p| {
-                !p.is_empty()
+                p.len() >= 2
                     && p.as_bytes()[0].is_ascii_alphabetic()
                     && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            })
-            && !v.bytes().any(|b| b.is_ascii_digit()))
+            }))
 }
 
 struct Classes {
@@ -401,6 +400,8 @@ mod tests {
             "api_key_file = \"/etc/keys/api.key\"",
             "token = getToken()",
             "secret: apiKeyFromEnvironment",
+            "secret = base64.b64encode(os.urandom(32))",
+            "api_key=<your-api-key>\nserver.port=8080",
         ] {
             assert_eq!(hit(line), None, "{line}");
         }

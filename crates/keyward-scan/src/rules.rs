@@ -1227,6 +1227,14 @@ pub static RULES: &[Rule] = &[
         "git clone https://deploy:{a:20}@git.internal.net/app.git",
         "see https://git.internal.net/app.git",
     ),
+    rule(
+        "curl-user-password",
+        "Password given to curl with -u / --user",
+        &["curl"],
+        r#"\bcurl\s[^\n]{0,300}?(?:-u|--user)[ =]['"]?[^\s:'"]{1,64}:([^\s'"@]{4,128})['"]?(?:\s|$)"#,
+        "curl -u deploy:{a:20} https://ci.internal/api/json",
+        "curl -u deploy:$CI_PASSWORD https://ci.internal/api/json",
+    ),
     ctx(
         "basic-auth-header",
         "HTTP basic authorisation header",
