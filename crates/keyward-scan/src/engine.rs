@@ -172,6 +172,7 @@ impl Detector {
             add(kw, GENERIC);
         }
         let prefilter = AhoCorasickBuilder::new()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
             .build(&patterns)
@@ -285,6 +286,9 @@ impl Detector {
             ) else {
                 continue;
             };
+            if name.len() > generic::NAME_MAX || text.len() > generic::VALUE_MAX {
+                continue;
+            }
             let Some(kind) = generic::classify_name(name) else {
                 continue;
             };

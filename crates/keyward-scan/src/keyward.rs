@@ -38,23 +38,34 @@ static WORD: [bool; 256] = {
 };
 
 /// Every string in the Keyward key format in `data`, valid or not.
+///
+/// Skips ahead like Boyer-Moore: a run of at least `MIN_RUN` word bytes that starts at or
+/// after `i` must cover byte `i + MIN_RUN - 1`, so when that byte is not a word byte the
+/// scan jumps past it, and most of a text is never looked at.
 pub fn find(data: &[u8], out: &mut Vec<KeyCandidate>) {
-    let mut i = 0;
     let n = data.len();
-    while i < n {
-        if !WORD[data[i] as usize] {
-            i += 1;
+    // Invariant: `i == 0` or `data[i - 1]` is not a word byte.
+    let mut i = 0;
+    while i + MIN_RUN <= n {
+        let probe = i + MIN_RUN - 1;
+        if !WORD[data[probe] as usize] {
+            i = probe + 1;
             continue;
         }
-        let start = i;
-        while i < n && WORD[data[i] as usize] {
-            i += 1;
+        let mut start = probe;
+        while start > i && WORD[data[start - 1] as usize] {
+            start -= 1;
         }
-        if i - start >= MIN_RUN
-            && let Some(c) = candidate_in_run(data, start, i)
+        let mut end = probe + 1;
+        while end < n && WORD[data[end] as usize] {
+            end += 1;
+        }
+        if end - start >= MIN_RUN
+            && let Some(c) = candidate_in_run(data, start, end)
         {
             out.push(c);
         }
+        i = end + 1;
     }
 }
 
@@ -153,6 +164,18 @@ mod tests {
         let replacement = if c == b'a' { "b" } else { "a" };
         bad.replace_range(i..i + 1, replacement);
         assert_eq!(found(&bad), vec![(bad.clone(), false)]);
+    }
+
+    #[test]
+    fn keys_at_every_offset_and_back_to_back() {
+        let keys: Vec<String> = (0..3)
+            .map(|_| mint(&KeyPrefix::default()).plaintext.to_string())
+            .collect();
+        for pad in 0..50 {
+            let text = format!("{}{} {},{}", " ".repeat(pad), keys[0], keys[1], keys[2]);
+            let got: Vec<String> = found(&text).into_iter().map(|(k, _)| k).collect();
+            assert_eq!(got, keys, "pad {pad}");
+        }
     }
 
     #[test]
