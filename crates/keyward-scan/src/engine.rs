@@ -13,6 +13,8 @@ use crate::rules::{GENERIC_PASSWORD_RULE, GENERIC_SECRET_RULE, KEYWARD_RULE, RUL
 
 /// The inline allow marker: a finding on a line holding it is not reported.
 pub const ALLOW_MARKER: &[u8] = b"keyward:allow";
+/// Other scanners' inline markers, honoured too so a repository need not mark a line twice.
+pub const FOREIGN_ALLOW_MARKERS: &[&[u8]] = &[b"gitleaks:allow", b"pragma: allowlist secret"];
 
 /// One match, before it becomes a [`crate::Finding`]. Holds the secret (zeroized on drop)
 /// so the caller can fingerprint it, redact it and, for Keyward keys, report it.
@@ -361,7 +363,11 @@ fn resolve(data: &[u8], mut raw: Vec<Raw>) -> Vec<Hit> {
         let line_end = memchr::memchr(b'\n', &data[r.start..])
             .map(|i| r.start + i)
             .unwrap_or(data.len());
-        if memchr::memmem::find(&data[line_start..line_end], ALLOW_MARKER).is_some() {
+        let line_text = &data[line_start..line_end];
+        if std::iter::once(ALLOW_MARKER)
+            .chain(FOREIGN_ALLOW_MARKERS.iter().copied())
+            .any(|m| memchr::memmem::find(line_text, m).is_some())
+        {
             continue;
         }
         let column = 1 + String::from_utf8_lossy(&data[line_start..r.start])
@@ -479,8 +485,17 @@ mod tests {
     fn inline_allow_marker() {
         let d = Detector::new();
         let k = mint(&KeyPrefix::default());
-        let text = format!("t = \"{}\" # keyward:allow\n", k.plaintext.as_str());
-        assert!(d.detect(text.as_bytes(), Generic::All).is_empty());
+        for marker in [
+            "keyward:allow",
+            "gitleaks:allow",
+            "pragma: allowlist secret",
+        ] {
+            let text = format!("t = \"{}\" # {marker}\n", k.plaintext.as_str());
+            assert!(
+                d.detect(text.as_bytes(), Generic::All).is_empty(),
+                "{marker}"
+            );
+        }
     }
 
     #[test]

@@ -207,6 +207,7 @@ pub fn is_placeholder(value: &str) -> bool {
         || lower.starts_with('$')
         || lower.starts_with('%')
         || lower.starts_with('<')
+        || lower.starts_with('{')
         || dominant_char(value) * 2 > value.len()
 }
 
@@ -382,7 +383,7 @@ mod tests {
     fn passwords() {
         assert!(hit("password = \"Tr0ub4dor&3x!\"").is_some());
         assert!(hit("DB_PASSWORD=Hk8#vPq2$wLm").is_some());
-        assert!(hit("$DB_PASS = 'KHACpN6trf*xAVnR';").is_some());
+        assert!(hit("$DB_PASS = 'KHACpN6trf*xAVnR';").is_some()); // keyward:allow
         assert!(hit("compass = 'KHACpN6trf*xAVnR';").is_none());
         assert!(hit("password = \"correcthorsebattery\"").is_none());
         assert!(hit("password: hunter2").is_none());
@@ -405,6 +406,7 @@ mod tests {
             "secret_key = \"AKIAIOSFODNN7EXAMPLE\"",
             "token = \"<token>\"",
             "password = \"changeme\"",
+            "password = \"{a:20}\"",
             "token_type = \"bearer\"",
             "api_key_file = \"/etc/keys/api.key\"",
             "token = getToken()",
