@@ -337,3 +337,16 @@ fn staged_reports_only_added_lines() {
     );
     assert_eq!(r.keys[0].key.as_str(), new);
 }
+
+#[test]
+fn large_files_are_mapped_and_scanned_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key();
+    let mut text = "filler line without secrets\n".repeat(60_000); // ~1.6 MiB
+    text.push_str(&format!("TOKEN={k}\n"));
+    assert!(text.len() as u64 > keyward_scan::scan::MMAP_MIN);
+    fs::write(dir.path().join("big.log"), &text).unwrap();
+    let r = scan(&[dir.path()], Options::default());
+    assert_eq!(r.findings.len(), 1);
+    assert_eq!(r.findings[0].line, 60_001);
+}
