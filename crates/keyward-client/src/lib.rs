@@ -14,8 +14,9 @@ use std::fmt;
 use std::future::Future;
 
 use keyward_proto::{
-    AuditRecord, CreateIdentity, CreateKey, CreatedKey, Health, Identity, Key, Page, Problem,
-    RotateKey, UpdateIdentity, UpdateKey, VerifyRequest, VerifyResponse,
+    AuditRecord, CreateIdentity, CreateKey, CreatedKey, Health, Identity, Key, LeakReport,
+    LeakResponse, Page, Problem, RotateKey, UpdateIdentity, UpdateKey, VerifyRequest,
+    VerifyResponse,
 };
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
@@ -296,6 +297,13 @@ impl Client {
     /// `POST /v1/verify`. An invalid key is an `Ok` answer with `valid: false`.
     pub async fn verify(&self, body: &VerifyRequest) -> Result<VerifyResponse> {
         self.call(Method::POST, &["v1", "verify"], NO_QUERY, Some(body))
+            .await
+    }
+
+    /// `POST /v1/leaks` (scope `keyward:leaks:report`): revokes the key if it is one of
+    /// this server's.
+    pub async fn report_leak(&self, body: &LeakReport) -> Result<LeakResponse> {
+        self.call(Method::POST, &["v1", "leaks"], NO_QUERY, Some(body))
             .await
     }
 

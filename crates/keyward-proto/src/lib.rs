@@ -273,6 +273,35 @@ pub struct RateLimitStatus {
     pub reset_at: DateTime<Utc>,
 }
 
+// ---------------------------------------------------------------- leaks
+
+/// `POST /v1/leaks`: a key found where it should not be.
+#[derive(Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeakReport {
+    pub key: String,
+    /// Where it was found (a path, a URL, `repo@commit:path:line`), for the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+impl std::fmt::Debug for LeakReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeakReport")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer to a leak report: whether a key of this server was revoked, and which.
+/// Nothing else is revealed: a key that is not this server's gives `{revoked: false}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LeakResponse {
+    pub revoked: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<Uuid>,
+}
+
 // ---------------------------------------------------------------- audit
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -20,6 +20,7 @@ pub const IDENTITIES_WRITE: &str = "keyward:identities:write";
 pub const KEYS_READ: &str = "keyward:keys:read";
 pub const KEYS_WRITE: &str = "keyward:keys:write";
 pub const AUDIT_READ: &str = "keyward:audit:read";
+pub const LEAKS_REPORT: &str = "keyward:leaks:report";
 /// Keyward's own namespace: minting or changing keys that hold it needs `keyward:admin`.
 pub const NAMESPACE: &str = "keyward:";
 

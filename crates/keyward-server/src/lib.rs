@@ -35,7 +35,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
-use crate::routes::{audit, health, identities, keys, verify};
+use crate::routes::{audit, health, identities, keys, leaks, verify};
 use crate::state::AppState;
 use crate::verifier::Verifier;
 
@@ -180,6 +180,7 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/{id}/rotate", post(keys::rotate))
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/verify", post(verify::verify))
+        .route("/leaks", post(leaks::report))
         .route("/audit", get(audit::list));
     Router::new()
         .nest("/v1", v1)

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, health, identities, keys, verify};
+use crate::routes::{audit, health, identities, keys, leaks, verify};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +13,7 @@ use crate::routes::{audit, health, identities, keys, verify};
         identities::delete,
         keys::create, keys::list, keys::show, keys::update, keys::rotate, keys::revoke,
         verify::verify,
+        leaks::report,
         audit::list,
         health::healthz, health::readyz, health::metrics, health::openapi,
     ),

@@ -80,6 +80,8 @@ pub enum Command {
     /// Read the audit log
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Find leaked secrets in files, folders and git history; exits 1 when any is found
+    Scan(ScanArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -284,6 +286,70 @@ pub enum AuditCmd {
     },
 }
 
+// ---------------------------------------------------------------- scan
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanFormat {
+    Human,
+    Json,
+    Sarif,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Exit status: 0 nothing found, 1 something found, 2 error.\n\
+                  A line holding `keyward:allow` is not reported. Findings never show a whole secret."
+)]
+pub struct ScanArgs {
+    #[command(subcommand)]
+    pub command: Option<ScanCmd>,
+    /// Files or folders to scan, - for stdin; with --git or --staged, repositories [default: .]
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Scan every blob in the repository's history, once, with the commit that introduced it
+    #[arg(long, conflicts_with = "staged")]
+    pub git: bool,
+    /// Scan the lines staged in the index (a pre-commit check)
+    #[arg(long)]
+    pub staged: bool,
+    /// Output format (--json means --format json)
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: ScanFormat,
+    /// Report the Keyward keys found to the server, which revokes those that are its own
+    /// (needs a credential with keyward:leaks:report)
+    #[arg(long)]
+    pub revoke: bool,
+    /// Accepted findings: a previous --format json output, or one fingerprint a line
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Do not scan paths matching this glob (repeatable), e.g. '**/testdata/**'
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Skip files larger than this many bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 10 << 20)]
+    pub max_file_size: u64,
+    /// Follow symbolic links while walking folders
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// Worker threads (default: one per core)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub threads: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScanCmd {
+    /// Install a git pre-commit hook that runs `keyward scan --staged`
+    InstallHook {
+        /// The repository [default: .]
+        #[arg(value_name = "REPO")]
+        repo: Option<PathBuf>,
+        /// Replace an existing pre-commit hook that is not Keyward's
+        #[arg(long)]
+        force: bool,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +477,27 @@ mod tests {
             cli.command,
             Command::Key(KeyCmd::Rotate { grace: 3600, .. })
         ));
+    }
+
+    #[test]
+    fn scan_takes_paths_flags_and_install_hook() {
+        let cli = parse(&["scan", "a", "-", "--git", "--format", "sarif", "--revoke"]).unwrap();
+        let Command::Scan(args) = cli.command else {
+            panic!("not scan")
+        };
+        assert_eq!(args.paths, [PathBuf::from("a"), PathBuf::from("-")]);
+        assert!(args.git && args.revoke && args.command.is_none());
+        assert_eq!(args.format, ScanFormat::Sarif);
+        let cli = parse(&["scan", "install-hook", "--force"]).unwrap();
+        let Command::Scan(args) = cli.command else {
+            panic!("not scan")
+        };
+        assert!(matches!(
+            args.command,
+            Some(ScanCmd::InstallHook { force: true, .. })
+        ));
+        assert!(parse(&["scan", "--git", "--staged"]).is_err());
+        assert!(parse(&["scan", "--format", "xml"]).is_err());
     }
 
     #[test]

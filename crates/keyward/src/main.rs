@@ -1,11 +1,12 @@
 //! The `keyward` binary: the server (`serve`, `init`) and the command-line client
-//! (`identity`, `key`, `audit`). See the contract, "The binary".
+//! (`identity`, `key`, `audit`) and the leak scanner (`scan`). See the contract, "The binary".
 
 mod cli;
 mod commands;
 mod error;
 mod output;
 mod parse;
+mod scan;
 mod server;
 mod settings;
 
@@ -51,5 +52,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Key(cmd) => commands::key(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Audit(cmd) => commands::audit(&commands::Ctx::new(&settings, json)?, cmd).await,
+        Command::Scan(args) => scan::run(&settings, json, args).await,
     }
 }

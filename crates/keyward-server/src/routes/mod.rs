@@ -4,6 +4,7 @@ pub mod audit;
 pub mod health;
 pub mod identities;
 pub mod keys;
+pub mod leaks;
 pub mod verify;
 
 use keyward_core::model::AuditEntry;
