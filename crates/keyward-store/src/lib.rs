@@ -1,5 +1,5 @@
-//! Keyward's persistence: one [`Store`] trait and its implementations (the embedded
-//! SQLite store now; PostgreSQL for clusters).
+//! Keyward's persistence: one [`Store`] trait and its implementations: the embedded
+//! SQLite store, and PostgreSQL for clusters of nodes sharing one database.
 //!
 //! **Architecture Invariant:** every change and its audit entry are written in one
 //! transaction: each mutating method takes the `AuditEntry` that describes it. A change
@@ -16,10 +16,12 @@ use keyward_core::model::{
 };
 use keyward_core::time::Timestamp;
 
+pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,24 @@ pub enum Consumed {
     Unlimited,
     /// No such key.
     Missing,
+}
+
+/// A change made by any node of a cluster, as a [`ChangeFeed`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// These keys changed (or their identity did): what verify decides may differ.
+    Keys(Vec<KeyDigest>),
+    /// Anything may have changed: changes were possibly missed (the feed was
+    /// disconnected) or a flush was asked for.
+    Flush,
+}
+
+/// The stream of changes committed by any node on a shared store.
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// Waits for the next change; reconnects by itself, and yields [`Change::Flush`]
+    /// after every (re)connection, as changes made meanwhile are unknown.
+    async fn next(&mut self) -> Change;
 }
 
 /// The bootstrap root identity and key, created once on an empty store.
@@ -154,4 +174,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records with `seq > after`, in order, at most `limit`.
     async fn list_audit(&self, after: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    // ------------------------------------------------------------ cluster
+
+    /// For a store several processes change at once (PostgreSQL): a feed of the changes
+    /// committed by any of them, so each can keep its caches true. `None` (the default)
+    /// for a store only this process changes.
+    fn change_feed(&self) -> Option<Box<dyn ChangeFeed>> {
+        None
+    }
 }

@@ -1276,3 +1276,73 @@ pub async fn audit_log_order(store: &dyn Store) {
             .is_empty()
     );
 }
+
+// ---------------------------------------------------------------- PostgreSQL
+
+/// A PostgreSQL database of its own for one test, created empty and dropped (with any
+/// connections left to it) when this is dropped, so tests run in parallel.
+///
+/// The server is `KEYWARD_TEST_POSTGRES_URL` (a database URL whose user may create
+/// databases), by default `postgres://postgres@127.0.0.1:5432/postgres`.
+pub struct TempDatabase {
+    /// The URL of the new database.
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl TempDatabase {
+    pub async fn create() -> TempDatabase {
+        use sqlx::Connection;
+        let admin = std::env::var("KEYWARD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let name = format!("kwtest_{}", Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL for tests at {admin} (KEYWARD_TEST_POSTGRES_URL): {e}")
+            });
+        // A name of our own making: [a-z0-9_] only, so it can be spliced in.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        let (base, _) = admin
+            .rsplit_once('/')
+            .expect("KEYWARD_TEST_POSTGRES_URL has a database path");
+        let base = base.to_owned();
+        let query = admin.split_once('?').map(|(_, q)| format!("?{q}"));
+        TempDatabase {
+            url: format!("{base}/{name}{}", query.unwrap_or_default()),
+            name,
+            admin,
+        }
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run inside a runtime, which cannot block on another future: use a
+        // thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
