@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use keyward_core::key::{self, KeyPrefix};
 use keyward_core::model::{AuditEntry, Identity, KeyRecord};
 use keyward_core::time::Timestamp;
-use keyward_store::{Bootstrap, SqliteStore, Store};
+use keyward_store::{Bootstrap, PgStore, SqliteStore, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -75,9 +75,10 @@ pub async fn open_store(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(store))
         }
         Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
-            anyhow::bail!(
-                "the PostgreSQL store is not part of this build yet; use the embedded store"
-            )
+            let store = PgStore::open(url)
+                .await
+                .context("opening the PostgreSQL store")?;
+            Ok(Arc::new(store))
         }
         Some(_) => anyhow::bail!("--database-url must start with sqlite: or postgres:"),
     }

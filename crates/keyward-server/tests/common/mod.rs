@@ -1,22 +1,66 @@
-//! A real Keyward server on a free port, over a real store in a temporary folder, and a
-//! small HTTP helper. Tests talk to it over TCP like any client would.
+//! A real Keyward server on a free port, over a real store (SQLite in a temporary
+//! folder, or a PostgreSQL database of its own), and a small HTTP helper. Tests talk to
+//! it over TCP like any client would.
+//!
+//! Every test runs on both stores: write it as `async fn name(s: TestServer)` preceded
+//! by `store_test!(name);` (or `store_test!(multi_thread name);`), which makes the two
+//! tests `name::sqlite` and `name::postgres`. PostgreSQL is found as
+//! `KEYWARD_TEST_POSTGRES_URL` says (see `keyward_store::testkit::TempDatabase`).
 
 #![allow(dead_code)]
 
 use std::sync::Arc;
 
 use keyward_server::{RunningServer, ServerConfig};
+use keyward_store::testkit::TempDatabase;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
+
+/// Declares a test that runs once on each store: `store_test!(name)` (a current-thread
+/// runtime) or `store_test!(multi_thread name)` (four workers), for an
+/// `async fn name(s: TestServer)` in scope.
+macro_rules! store_test {
+    ($name:ident) => {
+        store_test!(@ $name, #[tokio::test]);
+    };
+    (multi_thread $name:ident) => {
+        store_test!(@ $name, #[tokio::test(flavor = "multi_thread", worker_threads = 4)]);
+    };
+    (@ $name:ident, #[$test:meta]) => {
+        mod $name {
+            use crate::common::{Backend, TestServer};
+
+            #[$test]
+            async fn sqlite() {
+                super::$name(TestServer::start_with(Backend::Sqlite).await).await;
+            }
+
+            #[$test]
+            async fn postgres() {
+                super::$name(TestServer::start_with(Backend::Postgres).await).await;
+            }
+        }
+    };
+}
+
+/// The store a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 pub struct TestServer {
     pub base: String,
     pub root: String,
     pub http: reqwest::Client,
     pub store: Arc<dyn keyward_store::Store>,
+    pub backend: Backend,
     server: Option<RunningServer>,
     _dir: tempfile::TempDir,
+    /// Dropped last: drops the database, with any connection left to it.
+    _db: Option<TempDatabase>,
 }
 
 pub struct Answer {
@@ -60,12 +104,21 @@ impl Answer {
 }
 
 impl TestServer {
+    /// A server on the embedded store.
     pub async fn start() -> TestServer {
+        Self::start_with(Backend::Sqlite).await
+    }
+
+    pub async fn start_with(backend: Backend) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TempDatabase::create().await),
+        };
         let cfg = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
-            database_url: None,
+            database_url: db.as_ref().map(|db| db.url.clone()),
         };
         let store = keyward_server::open_store(&cfg).await.unwrap();
         let root = keyward_server::bootstrap(&*store)
@@ -80,8 +133,10 @@ impl TestServer {
             root: root.as_str().to_owned(),
             http: reqwest::Client::new(),
             store,
+            backend,
             server: Some(server),
             _dir: dir,
+            _db: db,
         }
     }
 
