@@ -6,6 +6,7 @@
 //! `Store`. A PostgreSQL store or a gateway reuses them unchanged.
 
 pub mod auth;
+pub mod cluster;
 pub mod convert;
 pub mod error;
 pub mod extract;
@@ -236,7 +237,7 @@ pub async fn start_on(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Resu
     let (verifier, last_used) = Verifier::new(store.clone(), CACHE_CAPACITY);
     let state = AppState {
         store: store.clone(),
-        verifier,
+        verifier: verifier.clone(),
         metrics: metrics_handle(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
@@ -245,6 +246,7 @@ pub async fn start_on(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Resu
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "keyward listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let follower = cluster::follow_changes(&*store, verifier.clone(), rx.clone());
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = rx;
@@ -256,6 +258,9 @@ pub async fn start_on(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Resu
             .await
             .context("serving HTTP")?;
         flusher.await.context("flushing last-use times")?;
+        if let Some(f) = follower {
+            f.await.context("following the change feed")?;
+        }
         tracing::info!("keyward stopped");
         Ok(())
     });

@@ -134,6 +134,13 @@ impl Verifier {
         }
     }
 
+    /// Forgets every cached key (cluster mode: changes made elsewhere may have been
+    /// missed). Fills racing with it are not kept, as with [`Verifier::forget`].
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.clear();
+    }
+
     /// Verifies `key` for `req`, running every check in the contract's order, and
     /// consumes rate limit and quota only if the call is accepted.
     pub async fn verify(

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 /// Declares a test that runs once on each store: `store_test!(name)` (a current-thread
 /// runtime) or `store_test!(multi_thread name)` (four workers), for an
 /// `async fn name(s: TestServer)` in scope.
+#[allow(unused_macros)] // not every test file uses it
 macro_rules! store_test {
     ($name:ident) => {
         store_test!(@ $name, #[tokio::test]);
@@ -57,6 +58,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub store: Arc<dyn keyward_store::Store>,
     pub backend: Backend,
+    /// The PostgreSQL database, for `Backend::Postgres`.
+    pub database_url: Option<String>,
     server: Option<RunningServer>,
     _dir: tempfile::TempDir,
     /// Dropped last: drops the database, with any connection left to it.
@@ -134,9 +137,32 @@ impl TestServer {
             http: reqwest::Client::new(),
             store,
             backend,
+            database_url: cfg.database_url,
             server: Some(server),
             _dir: dir,
             _db: db,
+        }
+    }
+
+    /// Another node of the same cluster: a second server, with a store of its own, on
+    /// this one's PostgreSQL database (which stays owned by this one).
+    pub async fn another_node(&self) -> TestServer {
+        let url = self.database_url.clone().expect("a PostgreSQL test server");
+        let store: Arc<dyn keyward_store::Store> =
+            Arc::new(keyward_store::PgStore::open(&url).await.unwrap());
+        let server = keyward_server::start_on(store.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        TestServer {
+            base: format!("http://{}", server.addr),
+            root: self.root.clone(),
+            http: reqwest::Client::new(),
+            store,
+            backend: Backend::Postgres,
+            database_url: Some(url),
+            server: Some(server),
+            _dir: tempfile::tempdir().unwrap(),
+            _db: None,
         }
     }
 
