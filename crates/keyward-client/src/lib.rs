@@ -335,6 +335,7 @@ impl Client {
             .await?;
         Ok(answer.unwrap_or_else(|| Health {
             status: "ok".into(),
+            ..Health::default()
         }))
     }
 

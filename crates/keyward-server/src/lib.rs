@@ -11,6 +11,7 @@ pub mod convert;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod redis_limits;
 pub mod routes;
 pub mod state;
 pub mod verifier;
@@ -36,6 +37,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
+use crate::redis_limits::{RedisDown, RedisLimits};
 use crate::routes::{audit, health, identities, keys, verify};
 use crate::state::AppState;
 use crate::verifier::Verifier;
@@ -58,6 +60,34 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// `None`: the embedded store in `data_dir`.
     pub database_url: Option<String>,
+    /// `redis://...`: rate limits shared by every node through this Redis. `None`:
+    /// each node enforces them on its own.
+    pub redis_url: Option<String>,
+    /// What rate-limited keys get while Redis is unreachable.
+    pub redis_down: RedisDown,
+}
+
+impl ServerConfig {
+    /// The embedded store in `data_dir`, no Redis.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen,
+            data_dir,
+            database_url: None,
+            redis_url: None,
+            redis_down: RedisDown::default(),
+        }
+    }
+}
+
+/// Prepares the shared rate limits if `cfg` names a Redis (connected on first use).
+pub fn open_redis(cfg: &ServerConfig) -> anyhow::Result<Option<Arc<RedisLimits>>> {
+    match cfg.redis_url.as_deref() {
+        None | Some("") => Ok(None),
+        Some(url) => Ok(Some(
+            RedisLimits::new(url, cfg.redis_down).context("--redis-url")?,
+        )),
+    }
 }
 
 /// Opens (creating if needed) the configured store and applies its migrations.
@@ -229,16 +259,30 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         // The one and only time the root key is shown.
         eprintln!("root key: {}", root.as_str());
     }
-    start_on(store, cfg.listen).await
+    let redis = open_redis(&cfg)?;
+    start_with(store, redis, cfg.listen).await
 }
 
 /// Serves an already opened store on `listen`, in a background task.
 pub async fn start_on(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Result<RunningServer> {
-    let (verifier, last_used) = Verifier::new(store.clone(), CACHE_CAPACITY);
+    start_with(store, None, listen).await
+}
+
+/// Serves an already opened store, with rate limits shared through `redis` if given,
+/// on `listen`, in a background task.
+pub async fn start_with(
+    store: Arc<dyn Store>,
+    redis: Option<Arc<RedisLimits>>,
+    listen: SocketAddr,
+) -> anyhow::Result<RunningServer> {
+    let shared = redis.clone().map(|r| r as Arc<dyn verifier::SharedLimiter>);
+    let (verifier, last_used) =
+        Verifier::with_shared_limiter(store.clone(), CACHE_CAPACITY, shared);
     let state = AppState {
         store: store.clone(),
         verifier: verifier.clone(),
         metrics: metrics_handle(),
+        redis,
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use keyward_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::redis_limits::RedisLimits;
 use crate::verifier::Verifier;
 
 #[derive(Clone)]
@@ -12,4 +13,6 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub verifier: Arc<Verifier>,
     pub metrics: PrometheusHandle,
+    /// Cluster-wide rate limits, when a Redis is configured.
+    pub redis: Option<Arc<RedisLimits>>,
 }

@@ -73,6 +73,28 @@ impl Outcome {
     }
 }
 
+/// Rate limits shared by the nodes of a cluster (Redis, `redis_limits.rs`), when one
+/// is configured. Only keys with rate limits reach it; without one, the per-node
+/// limiters below are used and the verify path is unchanged.
+#[async_trait::async_trait]
+pub trait SharedLimiter: Send + Sync + 'static {
+    /// Takes one call from every limit of the key, all or nothing.
+    async fn acquire(&self, key: Uuid, specs: &[RateLimitSpec]) -> Shared;
+    /// Gives back what `acquire` took, for a call refused afterwards (quota).
+    async fn release(&self, key: Uuid, specs: &[RateLimitSpec]);
+}
+
+/// What a [`SharedLimiter`] decided.
+#[derive(Debug)]
+pub enum Shared {
+    Allowed(Allowance),
+    Denied(Denied),
+    /// Unreachable: use this node's own limiter.
+    Fallback,
+    /// Unreachable, and configured to fail closed: 503.
+    Unavailable,
+}
+
 /// Counters kept as handles so the hot path does no registry lookups.
 struct VerifyMetrics {
     by_code: Vec<metrics::Counter>,
@@ -103,6 +125,7 @@ pub struct Verifier {
     generation: AtomicU64,
     last_used: mpsc::Sender<(Uuid, Timestamp)>,
     metrics: VerifyMetrics,
+    shared: Option<Arc<dyn SharedLimiter>>,
 }
 
 /// The receiving end of last-use times, drained by [`flush_last_used`].
@@ -110,6 +133,15 @@ pub type LastUsedQueue = mpsc::Receiver<(Uuid, Timestamp)>;
 
 impl Verifier {
     pub fn new(store: Arc<dyn Store>, capacity: usize) -> (Arc<Verifier>, LastUsedQueue) {
+        Self::with_shared_limiter(store, capacity, None)
+    }
+
+    /// A verifier whose rate limits go through `shared` (cluster mode, Redis).
+    pub fn with_shared_limiter(
+        store: Arc<dyn Store>,
+        capacity: usize,
+        shared: Option<Arc<dyn SharedLimiter>>,
+    ) -> (Arc<Verifier>, LastUsedQueue) {
         let (tx, rx) = mpsc::channel(64 * 1024);
         let v = Verifier {
             store,
@@ -118,6 +150,7 @@ impl Verifier {
             generation: AtomicU64::new(0),
             last_used: tx,
             metrics: VerifyMetrics::new(),
+            shared,
         };
         (Arc::new(v), rx)
     }
@@ -194,6 +227,25 @@ impl Verifier {
 
     /// Rate limits, then quota; a refused call consumes neither.
     async fn meter(&self, cached: Arc<CachedKey>) -> Result<Outcome, StoreError> {
+        if let Some(shared) = &self.shared
+            && !cached.rate_limits.is_empty()
+        {
+            match shared.acquire(cached.id, &cached.rate_limits).await {
+                Shared::Allowed(a) => return self.meter_quota_after_shared(cached, a).await,
+                Shared::Denied(denied) => {
+                    return Ok(Outcome {
+                        denied: Some(denied),
+                        ..Outcome::code(VerifyCode::RateLimited, Some(cached))
+                    });
+                }
+                Shared::Unavailable => {
+                    return Err(StoreError::Unavailable(
+                        "the rate limit store (Redis) is unreachable".into(),
+                    ));
+                }
+                Shared::Fallback => {} // this node's limiter, below
+            }
+        }
         let limiter = self.limiter_for(&cached);
         if let Some(l) = &limiter
             && let Err(denied) = l.lock().peek(Instant::now())
@@ -241,6 +293,49 @@ impl Verifier {
         Ok(Outcome {
             remaining,
             allowance,
+            ..Outcome::code(VerifyCode::Valid, Some(cached))
+        })
+    }
+
+    /// The quota, once the shared limiter let the call through; gives the rate limit
+    /// back if the quota refuses it.
+    async fn meter_quota_after_shared(
+        &self,
+        cached: Arc<CachedKey>,
+        allowance: Allowance,
+    ) -> Result<Outcome, StoreError> {
+        let shared = self.shared.as_ref().expect("called with a shared limiter");
+        let mut remaining = None;
+        if cached.has_quota {
+            let consumed = if cached.quota_exhausted.load(Ordering::Relaxed) {
+                Ok(Consumed::Exhausted)
+            } else {
+                self.store.consume_remaining(cached.id).await
+            };
+            let refused = match consumed {
+                Ok(Consumed::Taken { left }) => {
+                    remaining = Some(left);
+                    None
+                }
+                Ok(Consumed::Unlimited) => None,
+                Ok(Consumed::Exhausted) => {
+                    cached.quota_exhausted.store(true, Ordering::Relaxed);
+                    Some(Ok(Outcome {
+                        remaining: Some(0),
+                        ..Outcome::code(VerifyCode::UsageExceeded, Some(cached.clone()))
+                    }))
+                }
+                Ok(Consumed::Missing) => Some(Ok(Outcome::code(VerifyCode::NotFound, None))),
+                Err(e) => Some(Err(e)),
+            };
+            if let Some(answer) = refused {
+                shared.release(cached.id, &cached.rate_limits).await;
+                return answer;
+            }
+        }
+        Ok(Outcome {
+            remaining,
+            allowance: Some(allowance),
             ..Outcome::code(VerifyCode::Valid, Some(cached))
         })
     }

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use keyward_server::redis_limits::RedisDown;
 use keyward_server::{RunningServer, ServerConfig};
 use keyward_store::testkit::TempDatabase;
 use reqwest::StatusCode;
@@ -60,6 +61,8 @@ pub struct TestServer {
     pub backend: Backend,
     /// The PostgreSQL database, for `Backend::Postgres`.
     pub database_url: Option<String>,
+    /// Redis for shared rate limits, and what to do when it is down.
+    pub redis: Option<(String, RedisDown)>,
     server: Option<RunningServer>,
     _dir: tempfile::TempDir,
     /// Dropped last: drops the database, with any connection left to it.
@@ -113,22 +116,29 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend) -> TestServer {
+        Self::start_full(backend, None).await
+    }
+
+    /// A server whose rate limits are shared through Redis at `redis.0`.
+    pub async fn start_full(backend: Backend, redis: Option<(String, RedisDown)>) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let db = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(TempDatabase::create().await),
         };
         let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
             database_url: db.as_ref().map(|db| db.url.clone()),
+            redis_url: redis.as_ref().map(|r| r.0.clone()),
+            redis_down: redis.as_ref().map(|r| r.1).unwrap_or_default(),
+            ..ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"))
         };
         let store = keyward_server::open_store(&cfg).await.unwrap();
         let root = keyward_server::bootstrap(&*store)
             .await
             .unwrap()
             .expect("fresh store");
-        let server = keyward_server::start_on(store.clone(), cfg.listen)
+        let limits = keyward_server::open_redis(&cfg).unwrap();
+        let server = keyward_server::start_with(store.clone(), limits, cfg.listen)
             .await
             .unwrap();
         TestServer {
@@ -138,6 +148,7 @@ impl TestServer {
             store,
             backend,
             database_url: cfg.database_url,
+            redis,
             server: Some(server),
             _dir: dir,
             _db: db,
@@ -150,7 +161,13 @@ impl TestServer {
         let url = self.database_url.clone().expect("a PostgreSQL test server");
         let store: Arc<dyn keyward_store::Store> =
             Arc::new(keyward_store::PgStore::open(&url).await.unwrap());
-        let server = keyward_server::start_on(store.clone(), "127.0.0.1:0".parse().unwrap())
+        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), "unused".into());
+        if let Some((url, down)) = &self.redis {
+            cfg.redis_url = Some(url.clone());
+            cfg.redis_down = *down;
+        }
+        let limits = keyward_server::open_redis(&cfg).unwrap();
+        let server = keyward_server::start_with(store.clone(), limits, cfg.listen)
             .await
             .unwrap();
         TestServer {
@@ -160,6 +177,7 @@ impl TestServer {
             store,
             backend: Backend::Postgres,
             database_url: Some(url),
+            redis: self.redis.clone(),
             server: Some(server),
             _dir: tempfile::tempdir().unwrap(),
             _db: None,
