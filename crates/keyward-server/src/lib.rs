@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod convert;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod openapi;
 pub mod redis_limits;
 pub mod routes;
@@ -275,6 +276,7 @@ pub async fn start_with(
     redis: Option<Arc<RedisLimits>>,
     listen: SocketAddr,
 ) -> anyhow::Result<RunningServer> {
+    let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = redis.clone().map(|r| r as Arc<dyn verifier::SharedLimiter>);
     let (verifier, last_used) =
         Verifier::with_shared_limiter(store.clone(), CACHE_CAPACITY, shared);
@@ -283,6 +285,7 @@ pub async fn start_with(
         verifier: verifier.clone(),
         metrics: metrics_handle(),
         redis,
+        jobs_leader: jobs_leader.clone(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -291,6 +294,7 @@ pub async fn start_with(
     tracing::info!(%addr, "keyward listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let follower = cluster::follow_changes(&*store, verifier.clone(), rx.clone());
+    let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = rx;
@@ -305,6 +309,7 @@ pub async fn start_with(
         if let Some(f) = follower {
             f.await.context("following the change feed")?;
         }
+        jobs.await.context("background jobs")?;
         tracing::info!("keyward stopped");
         Ok(())
     });

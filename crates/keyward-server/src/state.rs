@@ -1,6 +1,7 @@
 //! What every handler shares.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use keyward_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -15,4 +16,6 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Cluster-wide rate limits, when a Redis is configured.
     pub redis: Option<Arc<RedisLimits>>,
+    /// Whether this node runs the background jobs now (`jobs.rs`).
+    pub jobs_leader: Arc<AtomicBool>,
 }

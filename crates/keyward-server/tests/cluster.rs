@@ -217,3 +217,194 @@ async fn a_lost_change_feed_flushes_the_cache_when_it_is_back() {
     println!("flush after reconnection took {took:?}");
     pool.close().await;
 }
+
+async fn readyz(node: &TestServer) -> Value {
+    node.send(reqwest::Method::GET, "/readyz", None, None)
+        .await
+        .body
+        .clone()
+}
+
+/// Exactly one node runs the background jobs; when it goes, another takes over; the
+/// expiry sweep records an expiry once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_runs_the_jobs_and_another_takes_over() {
+    let (mut a, mut b, _v) = cluster().await;
+    let start = Instant::now();
+    let (leader_is_a, _) = loop {
+        let (ra, rb) = (readyz(&a).await, readyz(&b).await);
+        let (la, lb) = (
+            ra["checks"]["jobs"] == "leader",
+            rb["checks"]["jobs"] == "leader",
+        );
+        assert!(!(la && lb), "two leaders: {ra} {rb}");
+        if la || lb {
+            break (la, lb);
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let ident = a.identity("sweep").await;
+    let (_, id) = a.key(&ident, json!({"ttl_seconds": 1})).await;
+
+    // The leader goes away; the other takes over within a few ticks.
+    let (gone, other) = if leader_is_a {
+        (&mut a, &b)
+    } else {
+        (&mut b, &a)
+    };
+    gone.shutdown().await;
+    let start = Instant::now();
+    while readyz(other).await["checks"]["jobs"] != "leader" {
+        assert!(start.elapsed() < Duration::from_secs(5), "no takeover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("takeover after the leader stopped: {:?}", start.elapsed());
+
+    // The new leader's sweep records the expiry, once.
+    let start = Instant::now();
+    loop {
+        let audit = other.get("/v1/audit?limit=1000", &other.root).await;
+        let expiries = audit.ok(200)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "key.expire" && e["target"] == id.as_str())
+            .count();
+        if expiries > 0 {
+            assert_eq!(expiries, 1);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "no key.expire");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The database goes away under load (connections cut, new ones refused) and comes
+/// back: meanwhile calls that need it get 503, never 500, and readyz says 503; after,
+/// the node recovers by itself and every acknowledged change is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_the_database_going_away_and_coming_back() {
+    let (a, _b, v) = cluster().await;
+    let url = a.database_url.clone().unwrap();
+    let dbname = url.rsplit('/').next().unwrap().to_owned();
+    let admin = std::env::var("KEYWARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = sqlx::PgPool::connect(&admin).await.unwrap();
+    let ident = a.identity("outage").await;
+    let (quota_key, _) = a.key(&ident, json!({"remaining": 1_000_000})).await;
+
+    // Load: key creations (acknowledged ones must survive) and quota verifications
+    // (which reach the store on every call).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = tokio::task::JoinSet::new();
+    for n in 0..4 {
+        let (http, base, root, v, ident, key, stop) = (
+            a.http.clone(),
+            a.base.clone(),
+            a.root.clone(),
+            v.clone(),
+            ident.clone(),
+            quota_key.clone(),
+            stop.clone(),
+        );
+        load.spawn(async move {
+            let mut created = Vec::new();
+            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = if n % 2 == 0 {
+                    http.post(format!("{base}/v1/keys"))
+                        .bearer_auth(&root)
+                        .json(&json!({"identity_id": ident}))
+                        .send()
+                        .await
+                } else {
+                    http.post(format!("{base}/v1/verify"))
+                        .bearer_auth(&v)
+                        .json(&json!({"key": key}))
+                        .send()
+                        .await
+                };
+                let r = r.unwrap();
+                let status = r.status().as_u16();
+                *statuses.entry(status).or_default() += 1;
+                if status == 201 {
+                    let body: Value = r.json().await.unwrap();
+                    created.push(body["id"].as_str().unwrap().to_owned());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (created, statuses)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Away: refuse new connections to the database and cut the open ones.
+    let sql = |s: String| sqlx::query(sqlx::AssertSqlSafe(s));
+    sql(format!("ALTER DATABASE {dbname} ALLOW_CONNECTIONS false"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sql(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = a.send(reqwest::Method::GET, "/readyz", None, None).await;
+    during.problem(503);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Back.
+    sql(format!("ALTER DATABASE {dbname} ALLOW_CONNECTIONS true"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let back = Instant::now();
+    while a
+        .send(reqwest::Method::GET, "/readyz", None, None)
+        .await
+        .status
+        != 200
+    {
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "never ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "ready again {:?} after the database came back",
+        back.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut created = Vec::new();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    while let Some(r) = load.join_next().await {
+        let (c, s) = r.unwrap();
+        created.extend(c);
+        for (k, n) in s {
+            *statuses.entry(k).or_default() += n;
+        }
+    }
+    println!("answers under load: {statuses:?}");
+    assert!(
+        statuses.keys().all(|s| [200, 201, 503].contains(s)),
+        "only 200, 201 and 503: {statuses:?}"
+    );
+    assert!(
+        statuses.get(&503).copied().unwrap_or(0) > 0,
+        "the outage was seen"
+    );
+    // Every acknowledged creation is in the store.
+    for id in &created {
+        a.get(&format!("/v1/keys/{id}"), &a.root).await.ok(200);
+    }
+    // And the quota key verifies again.
+    assert_eq!(a.verify(&v, &quota_key, json!({})).await["code"], "VALID");
+    admin.close().await;
+}

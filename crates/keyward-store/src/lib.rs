@@ -175,6 +175,16 @@ pub trait Store: Send + Sync + 'static {
     /// Records with `seq > after`, in order, at most `limit`.
     async fn list_audit(&self, after: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>>;
 
+    // ------------------------------------------------------------ background jobs
+
+    /// The expiry sweep: records in the audit log each key whose `expires_at` has passed
+    /// by `now`, that was not revoked before then, and that no earlier sweep recorded
+    /// (action `key.expire`, actor `system`, target the key id, detail
+    /// `{identity_id, expires_at}`); at most `limit` keys, oldest expiry first, in one
+    /// transaction. Returns their ids. Each expiry is recorded once, even if two sweeps
+    /// run at once (the progress mark is locked).
+    async fn sweep_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<Uuid>>;
+
     // ------------------------------------------------------------ cluster
 
     /// For a store several processes change at once (PostgreSQL): a feed of the changes
@@ -182,5 +192,48 @@ pub trait Store: Send + Sync + 'static {
     /// for a store only this process changes.
     fn change_feed(&self) -> Option<Box<dyn ChangeFeed>> {
         None
+    }
+
+    /// For a store several processes share: the election of the one process that runs
+    /// background jobs. `None` (the default): this process is the only one, and leads.
+    fn leadership(&self) -> Option<Box<dyn Leadership>> {
+        None
+    }
+}
+
+/// Leadership of background jobs among the processes sharing a store.
+#[async_trait]
+pub trait Leadership: Send {
+    /// Whether this process leads now: keeps the lead if it had it and still holds it,
+    /// or takes it if nobody holds it. Call it before each round of jobs. A leader that
+    /// dies loses the lead at once (its session ends); one cut off from the store loses
+    /// it when the store notices, so jobs must tolerate a brief overlap.
+    async fn lead(&mut self) -> bool;
+}
+
+/// The expiry sweep's progress mark in the `settings` table: the `(expires_at, id)` of
+/// the last key it recorded, as `<microseconds>/<uuid>`.
+pub(crate) const EXPIRY_MARK: &str = "expiry_swept_to";
+
+pub(crate) fn parse_expiry_mark(v: Option<&str>) -> (i64, Uuid) {
+    v.and_then(|v| v.split_once('/'))
+        .and_then(|(t, id)| Some((t.parse().ok()?, Uuid::parse_str(id).ok()?)))
+        .unwrap_or((i64::MIN, Uuid::nil()))
+}
+
+pub(crate) fn expiry_audit(
+    now: Timestamp,
+    id: Uuid,
+    identity_id: Uuid,
+    expires_at: Timestamp,
+) -> AuditEntry {
+    AuditEntry {
+        at: now,
+        actor: "system".into(),
+        action: "key.expire".into(),
+        target: id.to_string(),
+        request_id: None,
+        source_ip: None,
+        detail: serde_json::json!({"identity_id": identity_id, "expires_at": expires_at}),
     }
 }

@@ -34,7 +34,7 @@ use keyward_core::model::{
 };
 use keyward_core::time::Timestamp;
 
-use crate::{Bootstrap, Change, ChangeFeed, Consumed, Result, Store, StoreError};
+use crate::{Bootstrap, Change, ChangeFeed, Consumed, Leadership, Result, Store, StoreError};
 
 /// The `LISTEN`/`NOTIFY` channel of key changes. A payload is either comma-separated
 /// lowercase hex SHA-256 digests of keys (digests, never keys), or [`FLUSH`].
@@ -865,11 +865,139 @@ impl Store for PgStore {
         rows.iter().map(audit_from_row).collect()
     }
 
+    async fn sweep_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<Uuid>> {
+        let mut tx = self.begin().await?;
+        // The mark's row, locked: a second sweep (a brief overlap of leaders) waits,
+        // then starts after what this one recorded.
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, '') ON CONFLICT DO NOTHING")
+            .bind(crate::EXPIRY_MARK)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let mark: String =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1 FOR UPDATE")
+                .bind(crate::EXPIRY_MARK)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        let (t, id) = crate::parse_expiry_mark(Some(&mark));
+        let after: Option<Timestamp> = if t == i64::MIN {
+            None // never swept
+        } else {
+            Some(
+                chrono::DateTime::from_timestamp_micros(t)
+                    .ok_or_else(|| corrupt("settings.expiry_swept_to: time out of range"))?,
+            )
+        };
+        let rows = sqlx::query(
+            "SELECT id, identity_id, expires_at FROM keys \
+             WHERE expires_at IS NOT NULL AND expires_at <= $1 \
+             AND ($2::timestamptz IS NULL OR (expires_at, id) > ($2, $3)) \
+             AND (revoked_at IS NULL OR revoked_at > expires_at) \
+             ORDER BY expires_at, id LIMIT $4",
+        )
+        .bind(now)
+        .bind(after)
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for r in &rows {
+            let id: Uuid = get(r, 0)?;
+            let identity_id: Uuid = get(r, 1)?;
+            let at: Timestamp = get(r, 2)?;
+            insert_audit(&mut tx, &crate::expiry_audit(now, id, identity_id, at)).await?;
+            ids.push(id);
+            last = Some((at.timestamp_micros(), id));
+        }
+        if let Some((t, id)) = last {
+            sqlx::query("UPDATE settings SET value = $2 WHERE key = $1")
+                .bind(crate::EXPIRY_MARK)
+                .bind(format!("{t}/{id}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(ids)
+    }
+
     fn change_feed(&self) -> Option<Box<dyn ChangeFeed>> {
         Some(Box::new(PgChangeFeed {
             pool: self.pool.clone(),
             listener: None,
         }))
+    }
+
+    fn leadership(&self) -> Option<Box<dyn Leadership>> {
+        Some(Box::new(PgLeadership {
+            pool: self.pool.clone(),
+            conn: None,
+            held: false,
+        }))
+    }
+}
+
+// ---------------------------------------------------------------- job leadership
+
+/// Key of the session-level advisory lock whose holder runs the background jobs
+/// (an arbitrary constant: "kw" "jobs").
+const JOBS_LOCK: i64 = 0x0000_6b77_6a6f_6273;
+
+/// Holds [`JOBS_LOCK`] on a dedicated connection (not one of the pool's: a session lock
+/// belongs to its connection). The lock goes with the session: when the leader process
+/// dies, PostgreSQL ends its session and frees the lock, and the next node to try takes
+/// it.
+pub struct PgLeadership {
+    pool: PgPool,
+    conn: Option<PgConnection>,
+    held: bool,
+}
+
+#[async_trait]
+impl Leadership for PgLeadership {
+    async fn lead(&mut self) -> bool {
+        use sqlx::Connection;
+        if self.conn.is_none() {
+            let opts = self.pool.connect_options();
+            match PgConnection::connect_with(&opts).await {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => {
+                    tracing::debug!(error = %e, "job leadership: cannot connect");
+                    return false;
+                }
+            }
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let answer = if self.held {
+            // Still our session? Then still our lock.
+            sqlx::query_scalar::<_, i32>("SELECT 1")
+                .fetch_one(&mut *conn)
+                .await
+                .map(|_| true)
+        } else {
+            sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                .bind(JOBS_LOCK)
+                .fetch_one(&mut *conn)
+                .await
+        };
+        match answer {
+            Ok(held) => {
+                self.held = held;
+                held
+            }
+            Err(e) => {
+                if self.held {
+                    tracing::warn!(error = %e, "job leadership lost with the connection");
+                }
+                self.conn = None;
+                self.held = false;
+                false
+            }
+        }
     }
 }
 

@@ -42,6 +42,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     consume_remaining_concurrent(store.clone()).await;
     record_last_used(s).await;
     audit_log_order(s).await;
+    sweep_expired(s).await;
 }
 
 // ---------------------------------------------------------------- fixtures
@@ -1275,6 +1276,50 @@ pub async fn audit_log_order(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// The expiry sweep records each expiry once, skips keys revoked before they expired,
+/// and only keys whose expiry has passed.
+pub async fn sweep_expired(store: &dyn Store) {
+    let i = new_identity(store, "sweep").await;
+    let t = now();
+    let mut expired = key(i.id);
+    expired.expires_at = Some(t - Duration::seconds(5));
+    let expired = new_key(store, expired).await;
+    let mut revoked_first = key(i.id);
+    revoked_first.expires_at = Some(t - Duration::seconds(4));
+    revoked_first.revoked_at = Some(t - Duration::seconds(10));
+    let revoked_first = new_key(store, revoked_first).await;
+    let mut later = key(i.id);
+    later.expires_at = Some(t + Duration::seconds(1));
+    let later = new_key(store, later).await;
+
+    let seq = last_seq(store).await;
+    let swept = store.sweep_expired(t, 100_000).await.unwrap();
+    assert!(swept.contains(&expired.id), "an expired key is recorded");
+    assert!(
+        !swept.contains(&revoked_first.id),
+        "revoked before it expired"
+    );
+    assert!(!swept.contains(&later.id), "not expired yet");
+    let entries = audit_since(store, seq).await;
+    let e = entries
+        .iter()
+        .find(|e| e.target == expired.id.to_string())
+        .expect("an audit entry for the expired key");
+    assert_eq!(e.action, "key.expire");
+    assert_eq!(e.actor, "system");
+    assert_eq!(e.detail["identity_id"], json!(i.id));
+    assert_eq!(entries.len(), swept.len());
+
+    let again = store.sweep_expired(t, 100_000).await.unwrap();
+    assert!(!again.contains(&expired.id), "recorded once");
+    let after = store
+        .sweep_expired(t + Duration::seconds(2), 100_000)
+        .await
+        .unwrap();
+    assert!(after.contains(&later.id));
+    assert!(!after.contains(&expired.id));
 }
 
 // ---------------------------------------------------------------- PostgreSQL

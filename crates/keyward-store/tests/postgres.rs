@@ -44,6 +44,7 @@ conformance!(
     consume_remaining,
     record_last_used,
     audit_log_order,
+    sweep_expired,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -227,4 +228,23 @@ async fn next(feed: &mut dyn keyward_store::ChangeFeed) -> Change {
     tokio::time::timeout(Duration::from_secs(10), feed.next())
         .await
         .expect("a change within 10 s")
+}
+
+/// One leader at a time; when it goes (its session ends), another node takes over.
+#[tokio::test]
+async fn one_job_leader_and_takeover() {
+    let (db, a) = fresh().await;
+    let b = PgStore::open(&db.url).await.unwrap();
+    let mut la = a.leadership().expect("PostgreSQL elects a leader");
+    let mut lb = b.leadership().unwrap();
+    assert!(la.lead().await, "the first to ask leads");
+    assert!(!lb.lead().await, "only one leader");
+    assert!(la.lead().await, "and it keeps the lead");
+    assert!(!lb.lead().await);
+    drop(la); // the leader dies: its session, and the lock, go with it
+    let start = std::time::Instant::now();
+    while !lb.lead().await {
+        assert!(start.elapsed() < Duration::from_secs(5), "no takeover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -59,6 +59,11 @@ pub async fn readyz(State(st): State<AppState>) -> ApiResult<Json<proto::Health>
         }
         None => {}
     }
+    let leads = st.jobs_leader.load(std::sync::atomic::Ordering::Relaxed);
+    checks.insert(
+        "jobs".into(),
+        if leads { "leader" } else { "standby" }.into(),
+    );
     Ok(Json(proto::Health {
         status: "ready".into(),
         checks,

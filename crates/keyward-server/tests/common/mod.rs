@@ -184,6 +184,13 @@ impl TestServer {
         }
     }
 
+    /// Stops the server (as a node that goes away) but keeps its database.
+    pub async fn shutdown(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await.unwrap();
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.stop().await.unwrap();
