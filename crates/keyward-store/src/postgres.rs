@@ -1018,9 +1018,9 @@ const RELISTEN_EVERY: Duration = Duration::from_millis(250);
 
 impl PgChangeFeed {
     async fn connect(&self) -> std::result::Result<PgListener, sqlx::Error> {
+        // Reconnection is ours to do (a fresh listener each time, see `next`): the feed
+        // must know of it, to say `Flush`.
         let mut l = PgListener::connect_with(&self.pool).await?;
-        // Reconnection is ours to do: we must know about it to flush.
-        l.ignore_pool_close_event(true);
         l.listen(CHANGES_CHANNEL).await?;
         Ok(l)
     }
