@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod redis_limits;
 pub mod routes;
+pub mod shared_limits;
 pub mod state;
 pub mod verifier;
 
@@ -277,7 +278,9 @@ pub async fn start_with(
     listen: SocketAddr,
 ) -> anyhow::Result<RunningServer> {
     let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let shared = redis.clone().map(|r| r as Arc<dyn verifier::SharedLimiter>);
+    let shared = redis
+        .clone()
+        .map(|r| r as Arc<dyn shared_limits::SharedLimiter>);
     let (verifier, last_used) =
         Verifier::with_shared_limiter(store.clone(), CACHE_CAPACITY, shared);
     let state = AppState {

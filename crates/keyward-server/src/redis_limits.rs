@@ -22,7 +22,7 @@ use keyward_core::ratelimit::{Allowance, Denied, RateLimitSpec};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
 
-use crate::verifier::{Shared, SharedLimiter};
+use crate::shared_limits::{Shared, SharedLimiter};
 
 /// How long a Redis call may take before it counts as unreachable.
 const TIMEOUT: Duration = Duration::from_millis(250);

@@ -21,6 +21,8 @@ use quick_cache::sync::Cache;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::shared_limits::{Shared, SharedLimiter};
+
 /// How long a `NOT_FOUND` is remembered. Short, because a key created on another node
 /// would otherwise be refused for this long; creation here forgets it at once.
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
@@ -71,28 +73,6 @@ impl Outcome {
             denied: None,
         }
     }
-}
-
-/// Rate limits shared by the nodes of a cluster (Redis, `redis_limits.rs`), when one
-/// is configured. Only keys with rate limits reach it; without one, the per-node
-/// limiters below are used and the verify path is unchanged.
-#[async_trait::async_trait]
-pub trait SharedLimiter: Send + Sync + 'static {
-    /// Takes one call from every limit of the key, all or nothing.
-    async fn acquire(&self, key: Uuid, specs: &[RateLimitSpec]) -> Shared;
-    /// Gives back what `acquire` took, for a call refused afterwards (quota).
-    async fn release(&self, key: Uuid, specs: &[RateLimitSpec]);
-}
-
-/// What a [`SharedLimiter`] decided.
-#[derive(Debug)]
-pub enum Shared {
-    Allowed(Allowance),
-    Denied(Denied),
-    /// Unreachable: use this node's own limiter.
-    Fallback,
-    /// Unreachable, and configured to fail closed: 503.
-    Unavailable,
 }
 
 /// Counters kept as handles so the hot path does no registry lookups.
