@@ -308,7 +308,7 @@ pub struct Problem {
 pub struct Health {
     pub status: String,
     /// `/readyz`: each dependency and its state (`store`: `ok`; `redis`: `ok`, or
-    /// `unreachable` while rate limits fall back to per-node limits; `jobs`: `leader`
+    /// `unreachable: ...` saying what rate-limited keys get meanwhile; `jobs`: `leader`
     /// on the node that runs the background jobs, else `standby`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub checks: std::collections::BTreeMap<String, String>,
