@@ -1341,12 +1341,30 @@ impl TempDatabase {
         use sqlx::Connection;
         let admin = std::env::var("KEYWARD_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let name = format!("kwtest_{}", Uuid::now_v7().simple());
+        let secs = Utc::now().timestamp();
+        let name = format!("kwtest_{secs}_{}", Uuid::now_v7().simple());
         let mut conn = sqlx::PgConnection::connect(&admin)
             .await
             .unwrap_or_else(|e| {
                 panic!("PostgreSQL for tests at {admin} (KEYWARD_TEST_POSTGRES_URL): {e}")
             });
+        // Databases left by test processes that were killed (no drop ran): any older
+        // than an hour, which no test lasts.
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname ~ '^kwtest_[0-9]+_[0-9a-f]{32}$' \
+             AND split_part(datname, '_', 2)::bigint < $1",
+        )
+        .bind(secs - 3600)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+        for old in stale {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {old} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+        }
         // A name of our own making: [a-z0-9_] only, so it can be spliced in.
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
