@@ -343,6 +343,7 @@ impl Client {
             .await?;
         Ok(answer.unwrap_or_else(|| Health {
             status: "ok".into(),
+            ..Health::default()
         }))
     }
 

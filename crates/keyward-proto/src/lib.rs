@@ -333,9 +333,14 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: String,
+    /// `/readyz`: each dependency and its state (`store`: `ok`; `redis`: `ok`, or
+    /// `unreachable: ...` saying what rate-limited keys get meanwhile; `jobs`: `leader`
+    /// on the node that runs the background jobs, else `standby`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -6,11 +6,15 @@
 //! `Store`. A PostgreSQL store or a gateway reuses them unchanged.
 
 pub mod auth;
+pub mod cluster;
 pub mod convert;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod openapi;
+pub mod redis_limits;
 pub mod routes;
+pub mod shared_limits;
 pub mod state;
 pub mod verifier;
 
@@ -27,7 +31,7 @@ use axum::routing::{get, post};
 use keyward_core::key::{self, KeyPrefix};
 use keyward_core::model::{AuditEntry, Identity, KeyRecord};
 use keyward_core::time::Timestamp;
-use keyward_store::{Bootstrap, SqliteStore, Store};
+use keyward_store::{Bootstrap, PgStore, SqliteStore, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -35,6 +39,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
+use crate::redis_limits::{RedisDown, RedisLimits};
 use crate::routes::{audit, health, identities, keys, leaks, verify};
 use crate::state::AppState;
 use crate::verifier::Verifier;
@@ -57,6 +62,34 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// `None`: the embedded store in `data_dir`.
     pub database_url: Option<String>,
+    /// `redis://...`: rate limits shared by every node through this Redis. `None`:
+    /// each node enforces them on its own.
+    pub redis_url: Option<String>,
+    /// What rate-limited keys get while Redis is unreachable.
+    pub redis_down: RedisDown,
+}
+
+impl ServerConfig {
+    /// The embedded store in `data_dir`, no Redis.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen,
+            data_dir,
+            database_url: None,
+            redis_url: None,
+            redis_down: RedisDown::default(),
+        }
+    }
+}
+
+/// Prepares the shared rate limits if `cfg` names a Redis (connected on first use).
+pub fn open_redis(cfg: &ServerConfig) -> anyhow::Result<Option<Arc<RedisLimits>>> {
+    match cfg.redis_url.as_deref() {
+        None | Some("") => Ok(None),
+        Some(url) => Ok(Some(
+            RedisLimits::new(url, cfg.redis_down).context("--redis-url")?,
+        )),
+    }
 }
 
 /// Opens (creating if needed) the configured store and applies its migrations.
@@ -75,9 +108,10 @@ pub async fn open_store(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(store))
         }
         Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
-            anyhow::bail!(
-                "the PostgreSQL store is not part of this build yet; use the embedded store"
-            )
+            let store = PgStore::open(url)
+                .await
+                .context("opening the PostgreSQL store")?;
+            Ok(Arc::new(store))
         }
         Some(_) => anyhow::bail!("--database-url must start with sqlite: or postgres:"),
     }
@@ -228,18 +262,36 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         // The one and only time the root key is shown.
         eprintln!("root key: {}", root.as_str());
     }
-    start_on(store, cfg.listen).await
+    let redis = open_redis(&cfg)?;
+    start_with(store, redis, cfg.listen).await
 }
 
 /// Serves an already opened store on `listen`, in a background task.
 pub async fn start_on(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Result<RunningServer> {
+    start_with(store, None, listen).await
+}
+
+/// Serves an already opened store, with rate limits shared through `redis` if given,
+/// on `listen`, in a background task.
+pub async fn start_with(
+    store: Arc<dyn Store>,
+    redis: Option<Arc<RedisLimits>>,
+    listen: SocketAddr,
+) -> anyhow::Result<RunningServer> {
+    let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shared = redis
+        .clone()
+        .map(|r| r as Arc<dyn shared_limits::SharedLimiter>);
     // The recorder first: the verifier registers its counters when it is built.
     let metrics = metrics_handle();
-    let (verifier, last_used) = Verifier::new(store.clone(), CACHE_CAPACITY);
+    let (verifier, last_used) =
+        Verifier::with_shared_limiter(store.clone(), CACHE_CAPACITY, shared);
     let state = AppState {
         store: store.clone(),
-        verifier,
+        verifier: verifier.clone(),
         metrics,
+        redis,
+        jobs_leader: jobs_leader.clone(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -247,6 +299,8 @@ pub async fn start_on(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Resu
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "keyward listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let follower = cluster::follow_changes(&*store, verifier.clone(), rx.clone());
+    let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = rx;
@@ -258,6 +312,10 @@ pub async fn start_on(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Resu
             .await
             .context("serving HTTP")?;
         flusher.await.context("flushing last-use times")?;
+        if let Some(f) = follower {
+            f.await.context("following the change feed")?;
+        }
+        jobs.await.context("background jobs")?;
         tracing::info!("keyward stopped");
         Ok(())
     });

@@ -1,10 +1,12 @@
 //! What every handler shares.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use keyward_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::redis_limits::RedisLimits;
 use crate::verifier::Verifier;
 
 #[derive(Clone)]
@@ -12,4 +14,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub verifier: Arc<Verifier>,
     pub metrics: PrometheusHandle,
+    /// Cluster-wide rate limits, when a Redis is configured.
+    pub redis: Option<Arc<RedisLimits>>,
+    /// Whether this node runs the background jobs now (`jobs.rs`).
+    pub jobs_leader: Arc<AtomicBool>,
 }

@@ -22,6 +22,8 @@ use quick_cache::sync::Cache;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::shared_limits::{Shared, SharedLimiter};
+
 /// How long a `NOT_FOUND` is remembered. Short, because a key created on another node
 /// would otherwise be refused for this long; creation here forgets it at once.
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
@@ -89,6 +91,8 @@ enum Step {
     Load(KeyDigest),
     /// Every check passed but the quota, which lives in the store.
     Quota(Arc<CachedKey>),
+    /// Every check passed but the rate limits, which are shared by the cluster (Redis).
+    SharedLimits(Arc<CachedKey>),
 }
 
 /// Counters kept as handles so the hot path does no registry lookups.
@@ -121,6 +125,7 @@ pub struct Verifier {
     generation: AtomicU64,
     last_used: mpsc::Sender<Arc<CachedKey>>,
     metrics: VerifyMetrics,
+    shared: Option<Arc<dyn SharedLimiter>>,
 }
 
 /// The receiving end of keys used since the last flush, drained by [`flush_last_used`].
@@ -128,6 +133,15 @@ pub type LastUsedQueue = mpsc::Receiver<Arc<CachedKey>>;
 
 impl Verifier {
     pub fn new(store: Arc<dyn Store>, capacity: usize) -> (Arc<Verifier>, LastUsedQueue) {
+        Self::with_shared_limiter(store, capacity, None)
+    }
+
+    /// A verifier whose rate limits go through `shared` (cluster mode, Redis).
+    pub fn with_shared_limiter(
+        store: Arc<dyn Store>,
+        capacity: usize,
+        shared: Option<Arc<dyn SharedLimiter>>,
+    ) -> (Arc<Verifier>, LastUsedQueue) {
         let (tx, rx) = mpsc::channel(64 * 1024);
         let v = Verifier {
             store,
@@ -136,6 +150,7 @@ impl Verifier {
             generation: AtomicU64::new(0),
             last_used: tx,
             metrics: VerifyMetrics::new(),
+            shared,
         };
         (Arc::new(v), rx)
     }
@@ -152,7 +167,9 @@ impl Verifier {
         }
     }
 
-    /// Forgets every cached key (rate-limit states are kept).
+    /// Forgets every cached key (cluster mode: changes made elsewhere may have been
+    /// missed); rate-limit states are kept. Fills racing with it are not kept, as with
+    /// [`Verifier::forget`].
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.cache.clear();
@@ -261,14 +278,22 @@ impl Verifier {
         if code != VerifyCode::Valid || !metered {
             return Step::Decided(Outcome::code(code, Some(k)));
         }
+        if self.shared.is_some() && !k.rate_limits.is_empty() {
+            return Step::SharedLimits(k);
+        }
         if k.has_quota {
             return Step::Quota(k);
         }
+        Step::Decided(Self::acquire_local(k))
+    }
+
+    /// This node's rate limiters, for a key without a quota.
+    fn acquire_local(k: Arc<CachedKey>) -> Outcome {
         let acquired = match &k.limiter {
             None => Ok(None),
             Some(l) => l.lock().acquire(Instant::now()),
         };
-        Step::Decided(match acquired {
+        match acquired {
             Ok(allowance) => Outcome {
                 allowance,
                 ..Outcome::code(VerifyCode::Valid, Some(k))
@@ -277,7 +302,7 @@ impl Verifier {
                 denied: Some(denied),
                 ..Outcome::code(VerifyCode::RateLimited, Some(k))
             },
-        })
+        }
     }
 
     /// The part that needs the store: a cache fill, or a quota.
@@ -298,7 +323,29 @@ impl Verifier {
         match step {
             Step::Decided(o) => Ok(o),
             Step::Quota(k) => self.meter_quota(k).await,
+            Step::SharedLimits(k) => self.meter_shared(k).await,
             Step::Load(_) => unreachable!("a loaded key is evaluated"),
+        }
+    }
+
+    /// Cluster-wide rate limits (Redis), then the quota. When Redis is unreachable and
+    /// the setting allows it, this node's limiters stand in.
+    async fn meter_shared(&self, cached: Arc<CachedKey>) -> Result<Outcome, StoreError> {
+        let shared = self
+            .shared
+            .as_ref()
+            .expect("only stepped to with a shared limiter");
+        match shared.acquire(cached.id, &cached.rate_limits).await {
+            Shared::Allowed(a) => self.meter_quota_after_shared(cached, a).await,
+            Shared::Denied(denied) => Ok(Outcome {
+                denied: Some(denied),
+                ..Outcome::code(VerifyCode::RateLimited, Some(cached))
+            }),
+            Shared::Unavailable => Err(StoreError::Unavailable(
+                "the rate limit store (Redis) is unreachable".into(),
+            )),
+            Shared::Fallback if cached.has_quota => self.meter_quota(cached).await,
+            Shared::Fallback => Ok(Self::acquire_local(cached)),
         }
     }
 
@@ -355,6 +402,49 @@ impl Verifier {
         Ok(Outcome {
             remaining: left,
             allowance,
+            ..Outcome::code(VerifyCode::Valid, Some(cached))
+        })
+    }
+
+    /// The quota, once the shared limiter let the call through; gives the rate limit
+    /// back if the quota refuses it.
+    async fn meter_quota_after_shared(
+        &self,
+        cached: Arc<CachedKey>,
+        allowance: Allowance,
+    ) -> Result<Outcome, StoreError> {
+        let shared = self.shared.as_ref().expect("called with a shared limiter");
+        let mut remaining = None;
+        if cached.has_quota {
+            let consumed = if cached.quota_exhausted.load(Ordering::Relaxed) {
+                Ok(Consumed::Exhausted)
+            } else {
+                self.store.consume_remaining(cached.id).await
+            };
+            let refused = match consumed {
+                Ok(Consumed::Taken { left }) => {
+                    remaining = Some(left);
+                    None
+                }
+                Ok(Consumed::Unlimited) => None,
+                Ok(Consumed::Exhausted) => {
+                    cached.quota_exhausted.store(true, Ordering::Relaxed);
+                    Some(Ok(Outcome {
+                        remaining: Some(0),
+                        ..Outcome::code(VerifyCode::UsageExceeded, Some(cached.clone()))
+                    }))
+                }
+                Ok(Consumed::Missing) => Some(Ok(Outcome::code(VerifyCode::NotFound, None))),
+                Err(e) => Some(Err(e)),
+            };
+            if let Some(answer) = refused {
+                shared.release(cached.id, &cached.rate_limits).await;
+                return answer;
+            }
+        }
+        Ok(Outcome {
+            remaining,
+            allowance: Some(allowance),
             ..Outcome::code(VerifyCode::Valid, Some(cached))
         })
     }

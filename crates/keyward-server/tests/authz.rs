@@ -1,5 +1,6 @@
 //! Every `/v1` call needs a credential (401) holding the right `keyward:` scope (403).
 
+#[macro_use]
 mod common;
 
 use common::TestServer;
@@ -80,9 +81,8 @@ fn calls(ident: &str, key_id: &str) -> Vec<(Method, String, Option<Value>, &'sta
     ]
 }
 
-#[tokio::test]
-async fn every_call_needs_a_credential_and_its_scope() {
-    let s = TestServer::start().await;
+store_test!(every_call_needs_a_credential_and_its_scope);
+async fn every_call_needs_a_credential_and_its_scope(s: TestServer) {
     let holder = s.identity("holders").await;
     let scopes = [
         "keyward:verify",
@@ -157,9 +157,8 @@ async fn every_call_needs_a_credential_and_its_scope() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn only_admin_mints_or_changes_keyward_keys() {
-    let s = TestServer::start().await;
+store_test!(only_admin_mints_or_changes_keyward_keys);
+async fn only_admin_mints_or_changes_keyward_keys(s: TestServer) {
     let holder = s.identity("holders").await;
     let (writer, _) = s
         .key(
@@ -213,9 +212,8 @@ async fn only_admin_mints_or_changes_keyward_keys() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn a_credential_with_an_ip_allowlist_is_refused_from_elsewhere() {
-    let s = TestServer::start().await;
+store_test!(a_credential_with_an_ip_allowlist_is_refused_from_elsewhere);
+async fn a_credential_with_an_ip_allowlist_is_refused_from_elsewhere(s: TestServer) {
     let holder = s.identity("holders").await;
     let (elsewhere, _) = s
         .key(

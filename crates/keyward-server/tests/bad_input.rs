@@ -1,15 +1,15 @@
 //! Bad input gets a clear 4xx problem+json naming the field; never a 500; and nothing
 //! already stored is lost.
 
+#[macro_use]
 mod common;
 
 use common::TestServer;
 use reqwest::Method;
 use serde_json::json;
 
-#[tokio::test]
-async fn malformed_bodies_are_400_naming_the_field() {
-    let s = TestServer::start().await;
+store_test!(malformed_bodies_are_400_naming_the_field);
+async fn malformed_bodies_are_400_naming_the_field(s: TestServer) {
     let ident = s.identity("victim").await;
     let (_, key_id) = s.key(&ident, json!({"scopes": ["a"]})).await;
     let root = s.root.clone();
@@ -169,9 +169,8 @@ async fn malformed_bodies_are_400_naming_the_field() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn oversized_bodies_are_413() {
-    let s = TestServer::start().await;
+store_test!(oversized_bodies_are_413);
+async fn oversized_bodies_are_413(s: TestServer) {
     let big = format!(
         "{{\"name\": \"{}\", \"owner\": \"o\"}}",
         "a".repeat(2 * 1024 * 1024)
@@ -201,9 +200,8 @@ async fn oversized_bodies_are_413() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn odd_unicode_and_injection_strings_are_stored_verbatim() {
-    let s = TestServer::start().await;
+store_test!(odd_unicode_and_injection_strings_are_stored_verbatim);
+async fn odd_unicode_and_injection_strings_are_stored_verbatim(s: TestServer) {
     let names = [
         "Robert'); DROP TABLE identities;--",
         "\" OR 1=1 --",
@@ -251,9 +249,8 @@ async fn odd_unicode_and_injection_strings_are_stored_verbatim() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn bad_paths_queries_and_methods_are_problems() {
-    let s = TestServer::start().await;
+store_test!(bad_paths_queries_and_methods_are_problems);
+async fn bad_paths_queries_and_methods_are_problems(s: TestServer) {
     s.get("/v1/identities/not-a-uuid", &s.root)
         .await
         .problem(404);

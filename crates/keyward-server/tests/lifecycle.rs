@@ -1,6 +1,7 @@
 //! The key lifecycle end to end over HTTP: identities, keys, verify, rotate, revoke,
 //! audit.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -8,9 +9,8 @@ use std::time::Duration;
 use common::TestServer;
 use serde_json::json;
 
-#[tokio::test]
-async fn identity_crud_and_pagination() {
-    let s = TestServer::start().await;
+store_test!(identity_crud_and_pagination);
+async fn identity_crud_and_pagination(s: TestServer) {
     let created = s
         .post(
             "/v1/identities",
@@ -96,9 +96,8 @@ async fn identity_crud_and_pagination() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn key_lifecycle_create_verify_patch_revoke() {
-    let s = TestServer::start().await;
+store_test!(key_lifecycle_create_verify_patch_revoke);
+async fn key_lifecycle_create_verify_patch_revoke(s: TestServer) {
     let v = s.verifier().await;
     let ident = s.identity("orders").await;
     let a = s
@@ -217,9 +216,8 @@ async fn key_lifecycle_create_verify_patch_revoke() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn malformed_and_unknown_keys() {
-    let s = TestServer::start().await;
+store_test!(malformed_and_unknown_keys);
+async fn malformed_and_unknown_keys(s: TestServer) {
     let v = s.verifier().await;
     let ident = s.identity("a").await;
     let (key, _) = s.key(&ident, json!({})).await;
@@ -242,9 +240,8 @@ async fn malformed_and_unknown_keys() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn expiry_by_ttl_and_by_time() {
-    let s = TestServer::start().await;
+store_test!(expiry_by_ttl_and_by_time);
+async fn expiry_by_ttl_and_by_time(s: TestServer) {
     let v = s.verifier().await;
     let ident = s.identity("a").await;
     let (short, _) = s.key(&ident, json!({"ttl_seconds": 1})).await;
@@ -295,9 +292,8 @@ async fn expiry_by_ttl_and_by_time() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn rotation_with_grace_keeps_the_old_key_until_it_ends() {
-    let s = TestServer::start().await;
+store_test!(rotation_with_grace_keeps_the_old_key_until_it_ends);
+async fn rotation_with_grace_keeps_the_old_key_until_it_ends(s: TestServer) {
     let v = s.verifier().await;
     let ident = s.identity("a").await;
     let (old, old_id) = s
@@ -363,9 +359,8 @@ async fn rotation_with_grace_keeps_the_old_key_until_it_ends() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn deleting_an_identity_revokes_its_keys_and_keeps_them() {
-    let s = TestServer::start().await;
+store_test!(deleting_an_identity_revokes_its_keys_and_keeps_them);
+async fn deleting_an_identity_revokes_its_keys_and_keeps_them(s: TestServer) {
     let v = s.verifier().await;
     let ident = s.identity("doomed").await;
     let (k1, id1) = s.key(&ident, json!({})).await;
@@ -386,9 +381,8 @@ async fn deleting_an_identity_revokes_its_keys_and_keeps_them() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn ip_allowlists_v4_and_v6() {
-    let s = TestServer::start().await;
+store_test!(ip_allowlists_v4_and_v6);
+async fn ip_allowlists_v4_and_v6(s: TestServer) {
     let v = s.verifier().await;
     let ident = s.identity("a").await;
     let (key, _) = s
@@ -432,9 +426,8 @@ async fn ip_allowlists_v4_and_v6() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn audit_log_records_every_change_without_keys() {
-    let s = TestServer::start().await;
+store_test!(audit_log_records_every_change_without_keys);
+async fn audit_log_records_every_change_without_keys(s: TestServer) {
     let ident = s.identity("audited").await;
     let (key, key_id) = s.key(&ident, json!({"scopes": ["a:b"]})).await;
     s.patch(
@@ -498,9 +491,8 @@ async fn audit_log_records_every_change_without_keys() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn last_used_at_is_written_behind() {
-    let s = TestServer::start().await;
+store_test!(last_used_at_is_written_behind);
+async fn last_used_at_is_written_behind(s: TestServer) {
     let v = s.verifier().await;
     let ident = s.identity("a").await;
     let (key, id) = s.key(&ident, json!({})).await;
@@ -518,9 +510,8 @@ async fn last_used_at_is_written_behind() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn operations_endpoints() {
-    let s = TestServer::start().await;
+store_test!(operations_endpoints);
+async fn operations_endpoints(s: TestServer) {
     let h = s.send(reqwest::Method::GET, "/healthz", None, None).await;
     h.ok(200);
     let r = s.send(reqwest::Method::GET, "/readyz", None, None).await;

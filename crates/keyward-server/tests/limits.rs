@@ -1,13 +1,13 @@
 //! Rate limits, quotas and the order of verify checks.
 
+#[macro_use]
 mod common;
 
 use common::TestServer;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn remaining_is_strict_under_concurrent_calls() {
-    let s = TestServer::start().await;
+store_test!(multi_thread remaining_is_strict_under_concurrent_calls);
+async fn remaining_is_strict_under_concurrent_calls(s: TestServer) {
     let v = s.verifier().await;
     let ident = s.identity("quota").await;
     let (key, id) = s.key(&ident, json!({"remaining": 10})).await;
@@ -53,9 +53,8 @@ async fn remaining_is_strict_under_concurrent_calls() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn rate_limits_refuse_past_the_limit_and_name_it() {
-    let s = TestServer::start().await;
+store_test!(rate_limits_refuse_past_the_limit_and_name_it);
+async fn rate_limits_refuse_past_the_limit_and_name_it(s: TestServer) {
     let v = s.verifier().await;
     let ident = s.identity("rl").await;
     let (key, _) = s
@@ -83,9 +82,8 @@ async fn rate_limits_refuse_past_the_limit_and_name_it() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn rejected_calls_use_no_rate_limit_and_no_quota() {
-    let s = TestServer::start().await;
+store_test!(rejected_calls_use_no_rate_limit_and_no_quota);
+async fn rejected_calls_use_no_rate_limit_and_no_quota(s: TestServer) {
     let v = s.verifier().await;
     let ident = s.identity("order").await;
     let (key, id) = s
@@ -119,9 +117,8 @@ async fn rejected_calls_use_no_rate_limit_and_no_quota() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn checks_run_in_contract_order() {
-    let s = TestServer::start().await;
+store_test!(checks_run_in_contract_order);
+async fn checks_run_in_contract_order(s: TestServer) {
     let v = s.verifier().await;
     let ident = s.identity("order").await;
     // A key failing IP, scope and quota at once reports the IP first.

@@ -1,5 +1,5 @@
-//! Keyward's persistence: one [`Store`] trait and its implementations (the embedded
-//! SQLite store now; PostgreSQL for clusters).
+//! Keyward's persistence: one [`Store`] trait and its implementations: the embedded
+//! SQLite store, and PostgreSQL for clusters of nodes sharing one database.
 //!
 //! **Architecture Invariant:** every change and its audit entry are written in one
 //! transaction: each mutating method takes the `AuditEntry` that describes it. A change
@@ -16,10 +16,12 @@ use keyward_core::model::{
 };
 use keyward_core::time::Timestamp;
 
+pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,24 @@ pub enum Consumed {
     Unlimited,
     /// No such key.
     Missing,
+}
+
+/// A change made by any node of a cluster, as a [`ChangeFeed`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// These keys changed (or their identity did): what verify decides may differ.
+    Keys(Vec<KeyDigest>),
+    /// Anything may have changed: changes were possibly missed (the feed was
+    /// disconnected) or a flush was asked for.
+    Flush,
+}
+
+/// The stream of changes committed by any node on a shared store.
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// Waits for the next change; reconnects by itself, and yields [`Change::Flush`]
+    /// after every (re)connection, as changes made meanwhile are unknown.
+    async fn next(&mut self) -> Change;
 }
 
 /// The bootstrap root identity and key, created once on an empty store.
@@ -154,4 +174,66 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records with `seq > after`, in order, at most `limit`.
     async fn list_audit(&self, after: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    // ------------------------------------------------------------ background jobs
+
+    /// The expiry sweep: records in the audit log each key whose `expires_at` has passed
+    /// by `now`, that was not revoked before then, and that no earlier sweep recorded
+    /// (action `key.expire`, actor `system`, target the key id, detail
+    /// `{identity_id, expires_at}`); at most `limit` keys, oldest expiry first, in one
+    /// transaction. Returns their ids. Each expiry is recorded once, even if two sweeps
+    /// run at once (the progress mark is locked).
+    async fn sweep_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<Uuid>>;
+
+    // ------------------------------------------------------------ cluster
+
+    /// For a store several processes change at once (PostgreSQL): a feed of the changes
+    /// committed by any of them, so each can keep its caches true. `None` (the default)
+    /// for a store only this process changes.
+    fn change_feed(&self) -> Option<Box<dyn ChangeFeed>> {
+        None
+    }
+
+    /// For a store several processes share: the election of the one process that runs
+    /// background jobs. `None` (the default): this process is the only one, and leads.
+    fn leadership(&self) -> Option<Box<dyn Leadership>> {
+        None
+    }
+}
+
+/// Leadership of background jobs among the processes sharing a store.
+#[async_trait]
+pub trait Leadership: Send {
+    /// Whether this process leads now: keeps the lead if it had it and still holds it,
+    /// or takes it if nobody holds it. Call it before each round of jobs. A leader that
+    /// dies loses the lead at once (its session ends); one cut off from the store loses
+    /// it when the store notices, so jobs must tolerate a brief overlap.
+    async fn lead(&mut self) -> bool;
+}
+
+/// The expiry sweep's progress mark in the `settings` table: the `(expires_at, id)` of
+/// the last key it recorded, as `<microseconds>/<uuid>`.
+pub(crate) const EXPIRY_MARK: &str = "expiry_swept_to";
+
+pub(crate) fn parse_expiry_mark(v: Option<&str>) -> (i64, Uuid) {
+    v.and_then(|v| v.split_once('/'))
+        .and_then(|(t, id)| Some((t.parse().ok()?, Uuid::parse_str(id).ok()?)))
+        .unwrap_or((i64::MIN, Uuid::nil()))
+}
+
+pub(crate) fn expiry_audit(
+    now: Timestamp,
+    id: Uuid,
+    identity_id: Uuid,
+    expires_at: Timestamp,
+) -> AuditEntry {
+    AuditEntry {
+        at: now,
+        actor: "system".into(),
+        action: "key.expire".into(),
+        target: id.to_string(),
+        request_id: None,
+        source_ip: None,
+        detail: serde_json::json!({"identity_id": identity_id, "expires_at": expires_at}),
+    }
 }

@@ -862,6 +862,55 @@ impl Store for SqliteStore {
         .map_err(map_err)?;
         rows.iter().map(audit_from_row).collect()
     }
+
+    async fn sweep_expired(&self, now: Timestamp, limit: u32) -> Result<Vec<Uuid>> {
+        // Under the write lock: two sweeps cannot read the same mark.
+        let mut tx = self.begin_write().await?;
+        let mark: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(crate::EXPIRY_MARK)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let (t, id) = crate::parse_expiry_mark(mark.as_deref());
+        let rows = sqlx::query(
+            "SELECT id, identity_id, expires_at FROM keys \
+             WHERE expires_at IS NOT NULL AND expires_at <= ? \
+             AND (expires_at > ? OR (expires_at = ? AND id > ?)) \
+             AND (revoked_at IS NULL OR revoked_at > expires_at) \
+             ORDER BY expires_at, id LIMIT ?",
+        )
+        .bind(micros(now))
+        .bind(t)
+        .bind(t)
+        .bind(id_text(id))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for r in &rows {
+            let id = get_uuid(r, 0, "keys.id")?;
+            let identity_id = get_uuid(r, 1, "keys.identity_id")?;
+            let at = get_time(r, 2, "keys.expires_at")?;
+            insert_audit(&mut tx, &crate::expiry_audit(now, id, identity_id, at)).await?;
+            ids.push(id);
+            last = Some((micros(at), id));
+        }
+        if let Some((t, id)) = last {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES (?, ?) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(crate::EXPIRY_MARK)
+            .bind(format!("{t}/{id}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(ids)
+    }
 }
 
 #[cfg(test)]

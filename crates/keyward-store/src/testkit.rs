@@ -42,6 +42,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     consume_remaining_concurrent(store.clone()).await;
     record_last_used(s).await;
     audit_log_order(s).await;
+    sweep_expired(s).await;
 }
 
 // ---------------------------------------------------------------- fixtures
@@ -1275,4 +1276,136 @@ pub async fn audit_log_order(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// The expiry sweep records each expiry once, skips keys revoked before they expired,
+/// and only keys whose expiry has passed.
+pub async fn sweep_expired(store: &dyn Store) {
+    let i = new_identity(store, "sweep").await;
+    let t = now();
+    let mut expired = key(i.id);
+    expired.expires_at = Some(t - Duration::seconds(5));
+    let expired = new_key(store, expired).await;
+    let mut revoked_first = key(i.id);
+    revoked_first.expires_at = Some(t - Duration::seconds(4));
+    revoked_first.revoked_at = Some(t - Duration::seconds(10));
+    let revoked_first = new_key(store, revoked_first).await;
+    let mut later = key(i.id);
+    later.expires_at = Some(t + Duration::seconds(1));
+    let later = new_key(store, later).await;
+
+    let seq = last_seq(store).await;
+    let swept = store.sweep_expired(t, 100_000).await.unwrap();
+    assert!(swept.contains(&expired.id), "an expired key is recorded");
+    assert!(
+        !swept.contains(&revoked_first.id),
+        "revoked before it expired"
+    );
+    assert!(!swept.contains(&later.id), "not expired yet");
+    let entries = audit_since(store, seq).await;
+    let e = entries
+        .iter()
+        .find(|e| e.target == expired.id.to_string())
+        .expect("an audit entry for the expired key");
+    assert_eq!(e.action, "key.expire");
+    assert_eq!(e.actor, "system");
+    assert_eq!(e.detail["identity_id"], json!(i.id));
+    assert_eq!(entries.len(), swept.len());
+
+    let again = store.sweep_expired(t, 100_000).await.unwrap();
+    assert!(!again.contains(&expired.id), "recorded once");
+    let after = store
+        .sweep_expired(t + Duration::seconds(2), 100_000)
+        .await
+        .unwrap();
+    assert!(after.contains(&later.id));
+    assert!(!after.contains(&expired.id));
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+/// A PostgreSQL database of its own for one test, created empty and dropped (with any
+/// connections left to it) when this is dropped, so tests run in parallel.
+///
+/// The server is `KEYWARD_TEST_POSTGRES_URL` (a database URL whose user may create
+/// databases), by default `postgres://postgres@127.0.0.1:5432/postgres`.
+pub struct TempDatabase {
+    /// The URL of the new database.
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl TempDatabase {
+    pub async fn create() -> TempDatabase {
+        use sqlx::Connection;
+        let admin = std::env::var("KEYWARD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let secs = Utc::now().timestamp();
+        let name = format!("kwtest_{secs}_{}", Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL for tests at {admin} (KEYWARD_TEST_POSTGRES_URL): {e}")
+            });
+        // Databases left by test processes that were killed (no drop ran): any older
+        // than an hour, which no test lasts.
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname ~ '^kwtest_[0-9]+_[0-9a-f]{32}$' \
+             AND split_part(datname, '_', 2)::bigint < $1",
+        )
+        .bind(secs - 3600)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+        for old in stale {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {old} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+        // A name of our own making: [a-z0-9_] only, so it can be spliced in.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        let (base, _) = admin
+            .rsplit_once('/')
+            .expect("KEYWARD_TEST_POSTGRES_URL has a database path");
+        let base = base.to_owned();
+        let query = admin.split_once('?').map(|(_, q)| format!("?{q}"));
+        TempDatabase {
+            url: format!("{base}/{name}{}", query.unwrap_or_default()),
+            name,
+            admin,
+        }
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run inside a runtime, which cannot block on another future: use a
+        // thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
 }

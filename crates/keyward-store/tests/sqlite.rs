@@ -41,6 +41,7 @@ conformance!(
     consume_remaining,
     record_last_used,
     audit_log_order,
+    sweep_expired,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

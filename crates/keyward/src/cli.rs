@@ -44,7 +44,15 @@ pub struct Global {
     /// Credential: a key with the scopes the command needs [env: KEYWARD_TOKEN]
     #[arg(long, global = true, value_name = "KEY")]
     pub token: Option<String>,
-    /// TOML settings file (keys: listen, data_dir, database_url, url, token) [env: KEYWARD_CONFIG]
+    /// Redis (redis://...) for rate limits shared by every node [env: KEYWARD_REDIS_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// While Redis is unreachable: per-node limits (local) or refuse rate-limited keys
+    /// with 503 (closed) [env: KEYWARD_REDIS_FALLBACK] [default: local]
+    #[arg(long, global = true, value_name = "local|closed")]
+    pub redis_fallback: Option<String>,
+    /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
+    /// redis_fallback) [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the API's JSON instead of tables
@@ -61,6 +69,8 @@ impl Global {
             database_url: self.database_url.clone(),
             url: self.url.clone(),
             token: self.token.clone(),
+            redis_url: self.redis_url.clone(),
+            redis_fallback: self.redis_fallback.clone(),
         }
     }
 }

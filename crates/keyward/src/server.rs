@@ -15,6 +15,11 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
         listen: parse_listen(&settings.listen)?,
         data_dir: settings.data_dir.clone(),
         database_url: settings.database_url.clone(),
+        redis_url: settings.redis_url.clone(),
+        redis_down: settings
+            .redis_fallback
+            .parse()
+            .map_err(|e| CliError::Usage(format!("invalid --redis-fallback {e}")))?,
     })
 }
 

@@ -12,6 +12,7 @@ use crate::error::CliError;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = "./keyward-data";
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
+pub const DEFAULT_REDIS_FALLBACK: &str = "local";
 
 /// One source of settings: each field is set or not. Also the TOML file's schema.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -22,6 +23,9 @@ pub struct Layer {
     pub database_url: Option<String>,
     pub url: Option<String>,
     pub token: Option<String>,
+    pub redis_url: Option<String>,
+    /// `local` or `closed`.
+    pub redis_fallback: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -32,6 +36,8 @@ impl fmt::Debug for Layer {
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("redis_fallback", &self.redis_fallback)
             .finish()
     }
 }
@@ -47,6 +53,8 @@ impl Layer {
             database_url: get("KEYWARD_DATABASE_URL"),
             url: get("KEYWARD_URL"),
             token: get("KEYWARD_TOKEN"),
+            redis_url: get("KEYWARD_REDIS_URL"),
+            redis_fallback: get("KEYWARD_REDIS_FALLBACK"),
         }
     }
 
@@ -79,6 +87,11 @@ pub struct Settings {
     pub database_url: Option<String>,
     pub url: String,
     pub token: Option<String>,
+    /// `None`: rate limits per node.
+    pub redis_url: Option<String>,
+    /// While Redis is unreachable: `local` (per-node limits, the default) or `closed`.
+    /// Validated when `serve` needs it.
+    pub redis_fallback: String,
 }
 
 impl fmt::Debug for Settings {
@@ -89,6 +102,8 @@ impl fmt::Debug for Settings {
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("redis_fallback", &self.redis_fallback)
             .finish()
     }
 }
@@ -111,6 +126,9 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         database_url: pick(|l| &l.database_url, layers),
         url: pick(|l| &l.url, layers).unwrap_or_else(|| DEFAULT_URL.into()),
         token: pick(|l| &l.token, layers),
+        redis_url: pick(|l| &l.redis_url, layers),
+        redis_fallback: pick(|l| &l.redis_fallback, layers)
+            .unwrap_or_else(|| DEFAULT_REDIS_FALLBACK.into()),
     }
 }
 
@@ -160,6 +178,8 @@ mod tests {
             database_url: Some(format!("postgres://{tag}")),
             url: Some(format!("http://{tag}:1")),
             token: Some(format!("token-{tag}")),
+            redis_url: Some(format!("redis://{tag}")),
+            redis_fallback: Some("closed".into()),
         }
     }
 
@@ -241,6 +261,8 @@ mod tests {
             ("KEYWARD_DATABASE_URL", "postgres://x"),
             ("KEYWARD_URL", "http://u"),
             ("KEYWARD_TOKEN", "tok"),
+            ("KEYWARD_REDIS_URL", "redis://r"),
+            ("KEYWARD_REDIS_FALLBACK", "closed"),
             ("LISTEN", "ignored"),
         ]
         .into();
@@ -253,6 +275,8 @@ mod tests {
                 database_url: Some("postgres://x".into()),
                 url: Some("http://u".into()),
                 token: Some("tok".into()),
+                redis_url: Some("redis://r".into()),
+                redis_fallback: Some("closed".into()),
             }
         );
     }

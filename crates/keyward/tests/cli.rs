@@ -1,5 +1,6 @@
 //! End-to-end tests of the `keyward` binary: a real `keyward serve` on a free port and a
-//! temporary data folder, driven by the real client commands.
+//! temporary data folder, driven by the real client commands. The identity and key
+//! command tests also run against a PostgreSQL database of their own (`*_postgres`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,10 +15,12 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 const STARTUP: Duration = Duration::from_secs(60);
 
-const SETTING_VARS: [&str; 8] = [
+const SETTING_VARS: [&str; 10] = [
     "KEYWARD_LISTEN",
     "KEYWARD_DATA_DIR",
     "KEYWARD_DATABASE_URL",
+    "KEYWARD_REDIS_URL",
+    "KEYWARD_REDIS_FALLBACK",
     "KEYWARD_URL",
     "KEYWARD_TOKEN",
     "KEYWARD_CONFIG",
@@ -64,6 +67,8 @@ struct Server {
     root_key: Option<String>,
     data_dir: tempfile::TempDir,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Dropped after the server is killed (the `Drop` below runs first).
+    _db: Option<keyward_store::testkit::TempDatabase>,
 }
 
 impl Drop for Server {
@@ -80,12 +85,31 @@ impl Server {
         Server::start_in(dir, true)
     }
 
+    /// Serves a new, empty PostgreSQL database of its own.
+    fn start_postgres() -> Server {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let db = rt.block_on(keyward_store::testkit::TempDatabase::create());
+        Server::start_with(tempfile::tempdir().unwrap(), true, Some(db))
+    }
+
     fn start_in(data_dir: tempfile::TempDir, expect_root_key: bool) -> Server {
+        Server::start_with(data_dir, expect_root_key, None)
+    }
+
+    fn start_with(
+        data_dir: tempfile::TempDir,
+        expect_root_key: bool,
+        db: Option<keyward_store::testkit::TempDatabase>,
+    ) -> Server {
         let port = free_port();
-        let mut child = keyward(data_dir.path())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        let mut cmd = keyward(data_dir.path());
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
-            .arg(data_dir.path())
+            .arg(data_dir.path());
+        if let Some(db) = &db {
+            cmd.args(["--database-url", &db.url]);
+        }
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -113,6 +137,7 @@ impl Server {
             root_key: None,
             data_dir,
             stderr,
+            _db: db,
         };
         let deadline = Instant::now() + STARTUP;
         if expect_root_key {
@@ -244,8 +269,15 @@ fn s(v: &Value) -> &str {
 
 #[test]
 fn identity_commands() {
-    let srv = Server::start();
+    identity_commands_on(Server::start());
+}
 
+#[test]
+fn identity_commands_postgres() {
+    identity_commands_on(Server::start_postgres());
+}
+
+fn identity_commands_on(srv: Server) {
     let created = srv.json(&[
         "identity",
         "create",
@@ -347,7 +379,15 @@ fn identity_commands() {
 
 #[test]
 fn key_commands() {
-    let srv = Server::start();
+    key_commands_on(Server::start());
+}
+
+#[test]
+fn key_commands_postgres() {
+    key_commands_on(Server::start_postgres());
+}
+
+fn key_commands_on(srv: Server) {
     let identity = srv.json(&["identity", "create", "--name", "svc", "--owner", "me"]);
     let identity_id = s(&identity["id"]).to_string();
 
@@ -810,4 +850,32 @@ fn usage_errors_and_unreachable_server_without_a_server() {
 
     // `key verify -` with nothing on stdin is bad usage.
     run(&["key", "verify", "-", "--url", &dead]).code(2);
+}
+
+/// `init` on PostgreSQL: the root key once, then refused; nodes serving it print none.
+#[test]
+fn init_then_serve_postgres() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(keyward_store::testkit::TempDatabase::create());
+    let dir = tempfile::tempdir().unwrap();
+    let init = |args: &[&str]| {
+        Run::of(
+            keyward(dir.path())
+                .args(args)
+                .args(["--database-url", &db.url])
+                .output()
+                .unwrap(),
+            args,
+            None,
+        )
+    };
+    let out = init(&["init", "--json"]).ok().json();
+    let root_key = s(&out["root_key"]).to_string();
+    let again = init(&["init"]).code(1);
+    assert!(!again.stdout.contains(&root_key) && !again.stderr.contains(&root_key));
+
+    let mut srv = Server::start_with(tempfile::tempdir().unwrap(), false, Some(db));
+    assert!(!srv.stderr_text().contains("root key:"));
+    srv.root_key = Some(root_key);
+    srv.kw(&["identity", "list"]).ok();
 }

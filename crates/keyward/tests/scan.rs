@@ -175,11 +175,8 @@ fn revoke_reports_found_keys_to_the_server() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let cfg = keyward_server::ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data.path().join("data"),
-        database_url: None,
-    };
+    let cfg =
+        keyward_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), data.path().join("data"));
     let (server, ours, reporter, root) = rt.block_on(async {
         let store = keyward_server::open_store(&cfg).await.unwrap();
         let root = keyward_server::bootstrap(&*store)

@@ -1,5 +1,8 @@
 //! Liveness, readiness, metrics and the API description: no authentication.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
@@ -14,19 +17,59 @@ use crate::state::AppState;
 pub async fn healthz() -> Json<proto::Health> {
     Json(proto::Health {
         status: "ok".into(),
+        ..proto::Health::default()
     })
 }
 
+/// How long readiness waits for the store.
+const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "the store answers", body = proto::Health),
+    responses((status = 200, description = "the store answers; `checks` says how Redis and the job leadership are", body = proto::Health),
               (status = 503, body = proto::Problem)))]
 pub async fn readyz(State(st): State<AppState>) -> ApiResult<Json<proto::Health>> {
-    st.store
-        .ping()
-        .await
-        .map_err(|_| ApiError::Unavailable("the store does not answer".into()))?;
+    let store = async {
+        matches!(
+            tokio::time::timeout(STORE_PING_TIMEOUT, st.store.ping()).await,
+            Ok(Ok(()))
+        )
+    };
+    let redis = async {
+        match &st.redis {
+            Some(r) => Some((r.ping().await, r.fails_closed())),
+            None => None,
+        }
+    };
+    let (store_ok, redis) = tokio::join!(store, redis);
+    if !store_ok {
+        return Err(ApiError::Unavailable("the store does not answer".into()));
+    }
+    let mut checks = BTreeMap::from([("store".to_owned(), "ok".to_owned())]);
+    match redis {
+        Some((true, _)) => {
+            checks.insert("redis".into(), "ok".into());
+        }
+        // Still ready: every node shares the outage, and keys without rate limits are
+        // served either way; taking all nodes out of the load balancer helps nobody.
+        Some((false, true)) => {
+            checks.insert(
+                "redis".into(),
+                "unreachable: rate-limited keys refused (fail closed)".into(),
+            );
+        }
+        Some((false, false)) => {
+            checks.insert("redis".into(), "unreachable: per-node rate limits".into());
+        }
+        None => {}
+    }
+    let leads = st.jobs_leader.load(std::sync::atomic::Ordering::Relaxed);
+    checks.insert(
+        "jobs".into(),
+        if leads { "leader" } else { "standby" }.into(),
+    );
     Ok(Json(proto::Health {
         status: "ready".into(),
+        checks,
     }))
 }
 

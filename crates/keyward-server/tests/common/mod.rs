@@ -1,22 +1,72 @@
-//! A real Keyward server on a free port, over a real store in a temporary folder, and a
-//! small HTTP helper. Tests talk to it over TCP like any client would.
+//! A real Keyward server on a free port, over a real store (SQLite in a temporary
+//! folder, or a PostgreSQL database of its own), and a small HTTP helper. Tests talk to
+//! it over TCP like any client would.
+//!
+//! Every test runs on both stores: write it as `async fn name(s: TestServer)` preceded
+//! by `store_test!(name);` (or `store_test!(multi_thread name);`), which makes the two
+//! tests `name::sqlite` and `name::postgres`. PostgreSQL is found as
+//! `KEYWARD_TEST_POSTGRES_URL` says (see `keyward_store::testkit::TempDatabase`).
 
 #![allow(dead_code)]
 
 use std::sync::Arc;
 
+use keyward_server::redis_limits::RedisDown;
 use keyward_server::{RunningServer, ServerConfig};
+use keyward_store::testkit::TempDatabase;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
+
+/// Declares a test that runs once on each store: `store_test!(name)` (a current-thread
+/// runtime) or `store_test!(multi_thread name)` (four workers), for an
+/// `async fn name(s: TestServer)` in scope.
+#[allow(unused_macros)] // not every test file uses it
+macro_rules! store_test {
+    ($name:ident) => {
+        store_test!(@ $name, #[tokio::test]);
+    };
+    (multi_thread $name:ident) => {
+        store_test!(@ $name, #[tokio::test(flavor = "multi_thread", worker_threads = 4)]);
+    };
+    (@ $name:ident, #[$test:meta]) => {
+        mod $name {
+            use crate::common::{Backend, TestServer};
+
+            #[$test]
+            async fn sqlite() {
+                super::$name(TestServer::start_with(Backend::Sqlite).await).await;
+            }
+
+            #[$test]
+            async fn postgres() {
+                super::$name(TestServer::start_with(Backend::Postgres).await).await;
+            }
+        }
+    };
+}
+
+/// The store a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 pub struct TestServer {
     pub base: String,
     pub root: String,
     pub http: reqwest::Client,
     pub store: Arc<dyn keyward_store::Store>,
+    pub backend: Backend,
+    /// The PostgreSQL database, for `Backend::Postgres`.
+    pub database_url: Option<String>,
+    /// Redis for shared rate limits, and what to do when it is down.
+    pub redis: Option<(String, RedisDown)>,
     server: Option<RunningServer>,
     _dir: tempfile::TempDir,
+    /// Dropped last: drops the database, with any connection left to it.
+    _db: Option<TempDatabase>,
 }
 
 pub struct Answer {
@@ -60,19 +110,35 @@ impl Answer {
 }
 
 impl TestServer {
+    /// A server on the embedded store.
     pub async fn start() -> TestServer {
+        Self::start_with(Backend::Sqlite).await
+    }
+
+    pub async fn start_with(backend: Backend) -> TestServer {
+        Self::start_full(backend, None).await
+    }
+
+    /// A server whose rate limits are shared through Redis at `redis.0`.
+    pub async fn start_full(backend: Backend, redis: Option<(String, RedisDown)>) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TempDatabase::create().await),
+        };
         let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            database_url: None,
+            database_url: db.as_ref().map(|db| db.url.clone()),
+            redis_url: redis.as_ref().map(|r| r.0.clone()),
+            redis_down: redis.as_ref().map(|r| r.1).unwrap_or_default(),
+            ..ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"))
         };
         let store = keyward_server::open_store(&cfg).await.unwrap();
         let root = keyward_server::bootstrap(&*store)
             .await
             .unwrap()
             .expect("fresh store");
-        let server = keyward_server::start_on(store.clone(), cfg.listen)
+        let limits = keyward_server::open_redis(&cfg).unwrap();
+        let server = keyward_server::start_with(store.clone(), limits, cfg.listen)
             .await
             .unwrap();
         TestServer {
@@ -80,8 +146,48 @@ impl TestServer {
             root: root.as_str().to_owned(),
             http: reqwest::Client::new(),
             store,
+            backend,
+            database_url: cfg.database_url,
+            redis,
             server: Some(server),
             _dir: dir,
+            _db: db,
+        }
+    }
+
+    /// Another node of the same cluster: a second server, with a store of its own, on
+    /// this one's PostgreSQL database (which stays owned by this one).
+    pub async fn another_node(&self) -> TestServer {
+        let url = self.database_url.clone().expect("a PostgreSQL test server");
+        let store: Arc<dyn keyward_store::Store> =
+            Arc::new(keyward_store::PgStore::open(&url).await.unwrap());
+        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), "unused".into());
+        if let Some((url, down)) = &self.redis {
+            cfg.redis_url = Some(url.clone());
+            cfg.redis_down = *down;
+        }
+        let limits = keyward_server::open_redis(&cfg).unwrap();
+        let server = keyward_server::start_with(store.clone(), limits, cfg.listen)
+            .await
+            .unwrap();
+        TestServer {
+            base: format!("http://{}", server.addr),
+            root: self.root.clone(),
+            http: reqwest::Client::new(),
+            store,
+            backend: Backend::Postgres,
+            database_url: Some(url),
+            redis: self.redis.clone(),
+            server: Some(server),
+            _dir: tempfile::tempdir().unwrap(),
+            _db: None,
+        }
+    }
+
+    /// Stops the server (as a node that goes away) but keeps its database.
+    pub async fn shutdown(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await.unwrap();
         }
     }
 

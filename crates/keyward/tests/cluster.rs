@@ -1,0 +1,307 @@
+//! Cluster mode with the real binary: three `keyward serve` processes on loopback over
+//! one PostgreSQL database (of this test's own) and the machine's Redis
+//! (`KEYWARD_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).
+//!
+//! Revocation propagation (measured), a quota race over the three nodes, shared rate
+//! limits, and a node killed (`kill -9`) while it held the background-job lock.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keyward_store::testkit::TempDatabase;
+use serde_json::{Value, json};
+
+struct Node {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis_url() -> String {
+    std::env::var("KEYWARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Starts a node; returns it and, for the node that bootstrapped the database, the
+/// root key.
+async fn serve(database_url: &str) -> (Node, Option<String>) {
+    let port = free_port();
+    let dir = std::env::temp_dir(); // unused by the PostgreSQL store
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", database_url, "--redis-url", &redis_url()])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("KEYWARD_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(k) = line.strip_prefix("root key: ") {
+                let _ = tx.send(k.trim().to_owned());
+            }
+        }
+    });
+    let node = Node {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http
+            .get(format!("{}/readyz", node.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            let root = rx.recv_timeout(Duration::from_millis(200)).ok();
+            return (node, root);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("node did not come up");
+}
+
+async fn cluster(db: &TempDatabase) -> (Vec<Node>, String) {
+    let (first, root) = serve(&db.url).await;
+    let root = root.expect("the first node bootstraps and prints the root key");
+    let mut nodes = vec![first];
+    for _ in 0..2 {
+        let (n, again) = serve(&db.url).await;
+        assert!(again.is_none(), "the root key is printed once per cluster");
+        nodes.push(n);
+    }
+    (nodes, root)
+}
+
+async fn post(http: &reqwest::Client, node: &Node, path: &str, token: &str, body: Value) -> Value {
+    http.post(format!("{}{path}", node.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn readyz(http: &reqwest::Client, node: &Node) -> Value {
+    http.get(format!("{}/readyz", node.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_propagation_quota_race_and_shared_limits() {
+    let db = TempDatabase::create().await;
+    let (nodes, root) = cluster(&db).await;
+    let http = reqwest::Client::new();
+    let ident = post(
+        &http,
+        &nodes[0],
+        "/v1/identities",
+        &root,
+        json!({"name": "c", "owner": "o"}),
+    )
+    .await;
+    let ident = ident["id"].as_str().unwrap().to_owned();
+    let verifier = post(
+        &http,
+        &nodes[0],
+        "/v1/keys",
+        &root,
+        json!({"identity_id": ident, "scopes": ["keyward:verify"]}),
+    )
+    .await;
+    let v = verifier["key"].as_str().unwrap().to_owned();
+
+    // Revocation propagation: revoke on node 0, poll nodes 1 and 2.
+    let mut times = Vec::new();
+    for _ in 0..30 {
+        let k = post(
+            &http,
+            &nodes[0],
+            "/v1/keys",
+            &root,
+            json!({"identity_id": ident}),
+        )
+        .await;
+        let (key, id) = (k["key"].as_str().unwrap(), k["id"].as_str().unwrap());
+        for n in &nodes[1..] {
+            let r = post(&http, n, "/v1/verify", &v, json!({"key": key})).await;
+            assert_eq!(r["code"], "VALID");
+        }
+        let start = Instant::now();
+        post(
+            &http,
+            &nodes[0],
+            &format!("/v1/keys/{id}/revoke"),
+            &root,
+            json!({}),
+        )
+        .await;
+        for n in &nodes[1..] {
+            loop {
+                let r = post(&http, n, "/v1/verify", &v, json!({"key": key})).await;
+                if r["code"] == "REVOKED" {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(5), "not propagated");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let p = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "3 processes: revoke on node 0 until REVOKED on nodes 1 and 2: p50 {:?}, p99 {:?}, max {:?}",
+        p(0.5),
+        p(0.99),
+        times[times.len() - 1]
+    );
+    assert!(p(0.99) < Duration::from_secs(1));
+
+    // Quota race: 3000 calls, 96 at a time, spread over the nodes; quota 500.
+    const QUOTA: usize = 500;
+    const CALLS: usize = 3000;
+    let k = post(
+        &http,
+        &nodes[0],
+        "/v1/keys",
+        &root,
+        json!({"identity_id": ident, "remaining": QUOTA}),
+    )
+    .await;
+    let key = k["key"].as_str().unwrap().to_owned();
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(96));
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for i in 0..CALLS {
+        let (http, base, v, key, sem) = (
+            http.clone(),
+            bases[i % 3].clone(),
+            v.clone(),
+            key.clone(),
+            sem.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await.unwrap();
+            let r: Value = http
+                .post(format!("{base}/v1/verify"))
+                .bearer_auth(v)
+                .json(&json!({"key": key}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["code"].as_str().unwrap().to_owned()
+        });
+    }
+    let mut valid = 0;
+    while let Some(code) = tasks.join_next().await {
+        match code.unwrap().as_str() {
+            "VALID" => valid += 1,
+            "USAGE_EXCEEDED" => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    println!(
+        "quota race: {CALLS} calls over 3 nodes in {:?}, {valid} accepted",
+        start.elapsed()
+    );
+    assert_eq!(valid, QUOTA, "no overshoot, no undershoot");
+
+    // Shared rate limits: 20 a minute in all, whichever node is asked.
+    let k = post(
+        &http,
+        &nodes[0],
+        "/v1/keys",
+        &root,
+        json!({"identity_id": ident,
+        "rate_limits": [{"name": "m", "limit": 20, "window_seconds": 60}]}),
+    )
+    .await;
+    let key = k["key"].as_str().unwrap();
+    let mut valid = 0;
+    for i in 0..60 {
+        let r = post(&http, &nodes[i % 3], "/v1/verify", &v, json!({"key": key})).await;
+        if r["code"] == "VALID" {
+            valid += 1;
+        }
+    }
+    assert_eq!(valid, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_it_held_the_job_lock_is_replaced() {
+    let db = TempDatabase::create().await;
+    let (mut nodes, _root) = cluster(&db).await;
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    let leader = loop {
+        let mut leaders = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if readyz(&http, n).await["checks"]["jobs"] == "leader" {
+                leaders.push(i);
+            }
+        }
+        assert!(leaders.len() <= 1, "several leaders: {leaders:?}");
+        if let Some(&i) = leaders.first() {
+            break i;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // kill -9: no goodbye; PostgreSQL ends the session and frees the lock.
+    let mut dead = nodes.remove(leader);
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    let killed = Instant::now();
+    loop {
+        let mut leaders = 0;
+        for n in &nodes {
+            if readyz(&http, n).await["checks"]["jobs"] == "leader" {
+                leaders += 1;
+            }
+        }
+        assert!(leaders <= 1);
+        if leaders == 1 {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "no takeover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "takeover after kill -9 of the leader: {:?}",
+        killed.elapsed()
+    );
+}
