@@ -32,6 +32,22 @@ identity=$(api "$base/v1/identities" -d '{"name":"load","owner":"bench"}' | pyth
 verifier=$(api "$base/v1/keys" -d "{\"identity_id\":\"$identity\",\"scopes\":[\"keyward:verify\"]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 
 run_wrk() { taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" --latency "$@"; }
+# CPU seconds (user+system) a process has used so far.
+cpu_secs() { awk '{printf "%.2f", ($14+$15)/100}' "/proc/$1/stat"; }
+# Runs wrk and reports how busy the server and wrk itself were: a load generator at
+# 100% would make the comparison about wrk, not the server.
+measure() {
+  local out=$1; shift
+  local s0; s0=$(cpu_secs "$server")
+  /usr/bin/time -f "%U %S" -o "$out.wrkcpu" bash -c 'taskset -c "$0" wrk -t1 -c"$1" --latency "${@:2}"' "$LOAD_CPU" "$CONNS" "$@" > "$out"
+  local s1; s1=$(cpu_secs "$server")
+  python3 - "$out" "$s0" "$s1" "$DURATION" <<'PY'
+import sys
+out, s0, s1, d = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+u, s = map(float, open(out + ".wrkcpu").read().split()[-2:])
+print(f"   server CPU {100*(s1-s0)/d:.0f}%, wrk CPU {100*(u+s)/d:.0f}%")
+PY
+}
 # wrk's latency lines ("50%  1.23ms") in milliseconds.
 pct() { awk -v p="$1%" '$1==p { v=$2; if (v ~ /us$/) { sub(/us/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v*=1000 }; printf "%.3f", v }' "$2"; }
 rps() { awk '/^Requests\/sec/ {print $2}' "$1"; }
@@ -59,9 +75,9 @@ echo "== warm-up (fills the verify cache with every key)"
 KEYS_FILE="$work/keys" VERIFIER="$verifier" run_wrk -d5s -s bench/verify-json.lua "$base/v1/verify" > /dev/null
 
 echo "== floor: GET /healthz"
-run_wrk -d"${DURATION}s" "$base/healthz" > "$work/healthz.txt"
+measure "$work/healthz.txt" -d"${DURATION}s" "$base/healthz"
 echo "== POST /v1/verify over $KEYS keys"
-KEYS_FILE="$work/keys" VERIFIER="$verifier" run_wrk -d"${DURATION}s" -s bench/verify-json.lua "$base/v1/verify" > "$work/verify.txt"
+KEYS_FILE="$work/keys" VERIFIER="$verifier" measure "$work/verify.txt" -d"${DURATION}s" -s bench/verify-json.lua "$base/v1/verify"
 
 h=$(rps "$work/healthz.txt"); v=$(rps "$work/verify.txt")
 valid=$(curl -s "$base/metrics" | grep -F 'keyward_verify_total{code="VALID"}' | awk '{print $2}')

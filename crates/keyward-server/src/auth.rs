@@ -8,7 +8,11 @@ use axum::http::header;
 use axum::http::request::Parts;
 use keyward_core::policy::VerifyRequest;
 use keyward_core::{VerifyCode, scope};
+use std::sync::Arc;
+
 use uuid::Uuid;
+
+use crate::verifier::CachedKey;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -29,20 +33,25 @@ pub const NAMESPACE: &str = "keyward:";
 pub struct Principal {
     pub key_id: Uuid,
     pub identity_id: Uuid,
-    pub scopes: Vec<String>,
+    /// The credential's key as cached: its scopes are read in place, not copied.
+    pub key: Arc<CachedKey>,
     /// The TCP peer address.
     pub source_ip: Option<std::net::IpAddr>,
     pub request_id: Option<String>,
 }
 
 impl Principal {
+    pub fn scopes(&self) -> &[String] {
+        &self.key.policy.scopes
+    }
+
     pub fn is_admin(&self) -> bool {
-        scope::any_grants(&self.scopes, ADMIN)
+        scope::any_grants(self.scopes(), ADMIN)
     }
 
     /// 403 unless the principal holds `required` (or `keyward:admin`).
     pub fn require(&self, required: &str) -> Result<(), ApiError> {
-        if self.is_admin() || scope::any_grants(&self.scopes, required) {
+        if self.is_admin() || scope::any_grants(self.scopes(), required) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
@@ -114,7 +123,7 @@ impl FromRequestParts<AppState> for Principal {
             (VerifyCode::Valid, Some(k)) => Ok(Principal {
                 key_id: k.id,
                 identity_id: k.identity_id,
-                scopes: k.policy.scopes.clone(),
+                key: k,
                 source_ip,
                 request_id,
             }),

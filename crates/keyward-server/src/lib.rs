@@ -19,6 +19,7 @@ pub mod state;
 pub mod verifier;
 
 mod http_metrics;
+mod request_id;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ use keyward_core::time::Timestamp;
 use keyward_store::{Bootstrap, PgStore, SqliteStore, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -232,7 +233,9 @@ pub fn router(state: AppState) -> Router {
             ))
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(
+            request_id::Sequential::new(),
+        ))
         .with_state(state)
 }
 

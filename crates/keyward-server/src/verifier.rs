@@ -30,6 +30,10 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(2);
 /// Backstop on how long a cached record is trusted without a reload, in case an
 /// invalidation was ever missed.
 const POSITIVE_TTL: Duration = Duration::from_secs(300);
+/// How stale a stored `last_used_at` may get before it is rewritten (plus one flush
+/// period, 1 s): a key verified thousands of times a second costs one write every few
+/// seconds, and `last_used_at` is never more than 5 s behind.
+const LAST_USED_RESOLUTION_MICROS: i64 = 4_000_000;
 
 /// A key as verify needs it, prepared once per cache fill.
 #[derive(Debug)]
@@ -51,6 +55,9 @@ pub struct CachedKey {
     /// Whether this key waits in the last-use queue already, so a busy key is queued once
     /// per flush rather than once per call.
     last_used_queued: AtomicBool,
+    /// The last-use time the store holds (as far as this node knows): a use is queued
+    /// only once the stored time is `LAST_USED_RESOLUTION` old.
+    last_written_micros: AtomicI64,
     loaded_at: Instant,
 }
 
@@ -234,9 +241,10 @@ impl Verifier {
         if outcome.code == VerifyCode::Valid
             && let Some(k) = &outcome.key
         {
-            k.last_used_micros
-                .store(now.timestamp_micros(), Ordering::Relaxed);
-            if !k.last_used_queued.load(Ordering::Relaxed)
+            let micros = now.timestamp_micros();
+            k.last_used_micros.store(micros, Ordering::Relaxed);
+            if micros - k.last_written_micros.load(Ordering::Relaxed) >= LAST_USED_RESOLUTION_MICROS
+                && !k.last_used_queued.load(Ordering::Relaxed)
                 && !k.last_used_queued.swap(true, Ordering::AcqRel)
                 && self.last_used.try_send(k.clone()).is_err()
             {
@@ -508,6 +516,7 @@ impl Verifier {
             key,
             identity_enabled,
         } = k;
+        let stored_last_use = key.last_used_at.map_or(0, |t| t.timestamp_micros());
         let ip_allowlist = IpAllowlist::parse(&key.ip_allowlist)
             .map_err(|e| StoreError::Corrupt(format!("key {}: {e}", key.id)))?;
         Ok(CachedKey {
@@ -528,6 +537,7 @@ impl Verifier {
             quota_exhausted: AtomicBool::new(false),
             last_used_micros: AtomicI64::new(0),
             last_used_queued: AtomicBool::new(false),
+            last_written_micros: AtomicI64::new(stored_last_use),
             loaded_at: Instant::now(),
         })
     }
@@ -571,6 +581,7 @@ async fn write_batch(
         // again or is already visible in the time read below.
         k.last_used_queued.store(false, Ordering::Release);
         let micros = k.last_used_micros.load(Ordering::Relaxed);
+        k.last_written_micros.store(micros, Ordering::Relaxed);
         if let Some(at) = chrono::DateTime::from_timestamp_micros(micros) {
             let e = unwritten.entry(id).or_insert(at);
             *e = (*e).max(at);

@@ -834,20 +834,29 @@ impl Store for SqliteStore {
         if uses.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
-        for (id, at) in uses {
+        // One statement per chunk rather than one per key (each statement is a round trip
+        // to SQLite's worker thread), and one short transaction per chunk, so a node with
+        // thousands of keys to record never holds the writer (or its core) for long.
+        for chunk in uses.chunks(512) {
+            let mut tx = self.begin_write().await?;
+            let batch: Vec<(String, i64)> = chunk
+                .iter()
+                .map(|(id, at)| (id_text(*id), micros(*at)))
+                .collect();
             sqlx::query(
-                "UPDATE keys SET last_used_at = ? \
-                 WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                "UPDATE keys SET last_used_at = u.at \
+                 FROM (SELECT json_extract(value, '$[0]') AS id, \
+                              max(json_extract(value, '$[1]')) AS at \
+                       FROM json_each(?) GROUP BY 1) AS u \
+                 WHERE keys.id = u.id AND (keys.last_used_at IS NULL OR keys.last_used_at < u.at)",
             )
-            .bind(micros(*at))
-            .bind(id_text(*id))
-            .bind(micros(*at))
+            .bind(to_json(&batch)?)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
         }
-        tx.commit().await.map_err(map_err)
+        Ok(())
     }
 
     async fn list_audit(&self, after: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>> {

@@ -17,6 +17,11 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::error::CliError;
 
+/// mimalloc: the server allocates small, short-lived buffers on every request, where
+/// glibc's allocator showed up at ~9% of a verify-load profile (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Usage errors exit 2, --help and --version 0 (clap's defaults).
     let cli = Cli::parse();
