@@ -8,12 +8,12 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../../.." && pwd)"
-corpus="${1:-/tmp/keyward-corpus}"
+corpus="${1:-${TMPDIR:-/tmp}/keyward-corpus}"
 tree="${2:-$HOME/.cargo/registry/src}"
 seed="${SEED:-8}"
 gitleaks="${GITLEAKS:-$(command -v gitleaks || true)}"
 ripsecrets="${RIPSECRETS:-$(command -v ripsecrets || true)}"
-out="${OUT:-/tmp/keyward-eval}"
+out="${OUT:-${TMPDIR:-/tmp}/keyward-eval}"
 mkdir -p "$out"
 
 cd "$repo"
