@@ -5,32 +5,15 @@
 //! Revocation propagation (measured), a quota race over the three nodes, shared rate
 //! limits, and a node killed (`kill -9`) while it held the background-job lock.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use keyward_store::testkit::TempDatabase;
 use serde_json::{Value, json};
 
-struct Node {
-    child: Child,
-    base: String,
-}
+mod common;
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::ServeProcess as Node;
 
 fn redis_url() -> String {
     std::env::var("KEYWARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -39,32 +22,15 @@ fn redis_url() -> String {
 /// Starts a node; returns it and, for the node that bootstrapped the database, the
 /// root key.
 async fn serve(database_url: &str) -> (Node, Option<String>) {
-    let port = free_port();
     let dir = std::env::temp_dir(); // unused by the PostgreSQL store
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--database-url", database_url, "--redis-url", &redis_url()])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("KEYWARD_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(k) = line.strip_prefix("root key: ") {
-                let _ = tx.send(k.trim().to_owned());
-            }
-        }
-    });
-    let node = Node {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
+    let node = Node::spawn([
+        OsStr::new("--database-url"),
+        OsStr::new(database_url),
+        OsStr::new("--redis-url"),
+        OsStr::new(&redis_url()),
+        OsStr::new("--data-dir"),
+        dir.as_os_str(),
+    ]);
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -74,7 +40,7 @@ async fn serve(database_url: &str) -> (Node, Option<String>) {
             .await
             .is_ok_and(|r| r.status().is_success())
         {
-            let root = rx.recv_timeout(Duration::from_millis(200)).ok();
+            let root = node.root_key();
             return (node, root);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

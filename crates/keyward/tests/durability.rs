@@ -1,61 +1,18 @@
 //! An acknowledged change survives `kill -9` of the server: the embedded store commits
 //! (WAL, synchronous=FULL) before the API answers.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-struct Server {
-    child: Child,
-    base: String,
-}
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::ServeProcess;
 
 /// Starts `keyward serve`; returns the server and, on a fresh store, the root key.
-fn serve(data_dir: &std::path::Path) -> (Server, Option<String>) {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(k) = line.strip_prefix("root key: ") {
-                let _ = tx.send(k.trim().to_owned());
-            }
-        }
-    });
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
+fn serve(data_dir: &std::path::Path) -> (ServeProcess, Option<String>) {
+    let server = ServeProcess::spawn([OsStr::new("--data-dir"), data_dir.as_os_str()]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let client = reqwest::blocking::Client::new();
     while Instant::now() < deadline {
@@ -64,7 +21,7 @@ fn serve(data_dir: &std::path::Path) -> (Server, Option<String>) {
             .send()
             .is_ok_and(|r| r.status().is_success())
         {
-            let root = rx.recv_timeout(Duration::from_millis(200)).ok();
+            let root = server.root_key();
             return (server, root);
         }
         std::thread::sleep(Duration::from_millis(50));
