@@ -108,7 +108,6 @@ pub struct RedisLimits {
     /// During an outage: when to try Redis again (µs since `epoch`).
     retry_at: AtomicU64,
     epoch: Instant,
-    fallback: metrics::Counter,
 }
 
 impl RedisLimits {
@@ -129,7 +128,6 @@ impl RedisLimits {
             up: AtomicBool::new(true),
             retry_at: AtomicU64::new(0),
             epoch: Instant::now(),
-            fallback: metrics::counter!("keyward_redis_fallback_total"),
         }))
     }
 
@@ -204,7 +202,9 @@ impl RedisLimits {
     fn unreachable(&self) -> Shared {
         match self.on_down {
             RedisDown::Local => {
-                self.fallback.increment(1);
+                // Looked up on each use, not kept from `new`: the binary opens Redis
+                // before it installs the metrics recorder.
+                metrics::counter!("keyward_redis_fallback_total").increment(1);
                 Shared::Fallback
             }
             RedisDown::Closed => Shared::Unavailable,

@@ -128,8 +128,9 @@ pub struct Verifier {
     store: Arc<dyn Store>,
     cache: Cache<KeyDigest, Entry>,
     limiters: Cache<Uuid, Arc<Mutex<KeyLimiter>>>,
-    /// Bumped by every invalidation, so a cache fill that raced with one is not kept.
-    generation: AtomicU64,
+    /// Invalidation counters, so a cache fill that raced with an invalidation of its
+    /// key is not kept: see [`Generations`].
+    generations: Generations,
     last_used: mpsc::Sender<Arc<CachedKey>>,
     metrics: VerifyMetrics,
     shared: Option<Arc<dyn SharedLimiter>>,
@@ -154,7 +155,7 @@ impl Verifier {
             store,
             cache: Cache::new(capacity),
             limiters: Cache::new(capacity),
-            generation: AtomicU64::new(0),
+            generations: Generations::new(),
             last_used: tx,
             metrics: VerifyMetrics::new(),
             shared,
@@ -164,7 +165,7 @@ impl Verifier {
 
     /// Forgets a key so the next verification reloads it from the store.
     pub fn forget(&self, digest: &KeyDigest) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.generations.bump(digest);
         self.cache.remove(digest);
     }
 
@@ -178,7 +179,7 @@ impl Verifier {
     /// missed); rate-limit states are kept. Fills racing with it are not kept, as with
     /// [`Verifier::forget`].
     pub fn clear(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.generations.bump_all();
         self.cache.clear();
     }
 
@@ -491,7 +492,7 @@ impl Verifier {
             }
         };
         self.metrics.cache_miss.increment(1);
-        let generation = self.generation.load(Ordering::SeqCst);
+        let generation = self.generations.of(digest);
         let found = self.store.get_key_by_digest(digest).await?;
         let entry = match found {
             Some(k) => Entry::Found(Arc::new(self.prepare(k)?)),
@@ -501,7 +502,7 @@ impl Verifier {
         };
         // A change that landed while we read may not be in what we read: use the value
         // for this call (it raced with the change) but do not keep it.
-        if self.generation.load(Ordering::SeqCst) == generation {
+        if self.generations.of(digest) == generation {
             let _ = guard.insert(entry.clone());
         }
         Ok(match entry {
@@ -596,5 +597,74 @@ async fn write_batch(
         Err(e) => {
             tracing::warn!(error = %e, keys = batch.len(), "could not record last use; will retry")
         }
+    }
+}
+
+/// Invalidation counters: one for "everything" (a cache flush) and one per stripe of
+/// digests. A fill reads the counters of its key before reading the store and keeps
+/// what it read only if they did not move meanwhile. Per stripe rather than one global
+/// counter: in a cluster every key created or changed anywhere invalidates its digest
+/// here, and with a single counter that steady stream would discard nearly every fill
+/// (and leave every key cold). A stripe shared by two digests only costs a rare extra
+/// discard.
+struct Generations {
+    all: AtomicU64,
+    stripes: Box<[AtomicU64]>,
+}
+
+impl Generations {
+    const STRIPES: usize = 4096;
+
+    fn new() -> Generations {
+        Generations {
+            all: AtomicU64::new(0),
+            stripes: (0..Self::STRIPES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn stripe(&self, digest: &KeyDigest) -> &AtomicU64 {
+        // Digests are SHA-256: any two bytes are uniform.
+        let b = digest.as_bytes();
+        &self.stripes[usize::from(u16::from_le_bytes([b[0], b[1]])) % Self::STRIPES]
+    }
+
+    /// The counters a fill of `digest` must see unchanged to keep what it read.
+    fn of(&self, digest: &KeyDigest) -> (u64, u64) {
+        (
+            self.all.load(Ordering::SeqCst),
+            self.stripe(digest).load(Ordering::SeqCst),
+        )
+    }
+
+    fn bump(&self, digest: &KeyDigest) {
+        self.stripe(digest).fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn bump_all(&self) {
+        self.all.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod generation_tests {
+    use super::*;
+
+    #[test]
+    fn a_fill_is_discarded_only_by_invalidations_that_can_concern_it() {
+        let g = Generations::new();
+        let mine = KeyDigest::of("kw_mine");
+        // Another digest in another stripe.
+        let other = (0..)
+            .map(|i| KeyDigest::of(&format!("kw_other{i}")))
+            .find(|d| !std::ptr::eq(g.stripe(d), g.stripe(&mine)))
+            .unwrap();
+        let before = g.of(&mine);
+        g.bump(&other);
+        assert_eq!(g.of(&mine), before, "another key's change keeps my fill");
+        g.bump(&mine);
+        assert_ne!(g.of(&mine), before, "my key's change discards it");
+        let before = g.of(&mine);
+        g.bump_all();
+        assert_ne!(g.of(&mine), before, "a flush discards every fill");
     }
 }

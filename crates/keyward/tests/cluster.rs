@@ -5,7 +5,6 @@
 //! Revocation propagation (measured), a quota race over the three nodes, shared rate
 //! limits, and a node killed (`kill -9`) while it held the background-job lock.
 
-use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use keyward_store::testkit::TempDatabase;
@@ -13,73 +12,10 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::ServeProcess as Node;
-
-fn redis_url() -> String {
-    std::env::var("KEYWARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// Starts a node; returns it and, for the node that bootstrapped the database, the
-/// root key.
-async fn serve(database_url: &str) -> (Node, Option<String>) {
-    let dir = std::env::temp_dir(); // unused by the PostgreSQL store
-    let node = Node::spawn([
-        OsStr::new("--database-url"),
-        OsStr::new(database_url),
-        OsStr::new("--redis-url"),
-        OsStr::new(&redis_url()),
-        OsStr::new("--data-dir"),
-        dir.as_os_str(),
-    ]);
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if http
-            .get(format!("{}/readyz", node.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            let root = node.root_key();
-            return (node, root);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("node did not come up");
-}
+use common::{Node, machine_redis, post, readyz, revoke_until_everywhere};
 
 async fn cluster(db: &TempDatabase) -> (Vec<Node>, String) {
-    let (first, root) = serve(&db.url).await;
-    let root = root.expect("the first node bootstraps and prints the root key");
-    let mut nodes = vec![first];
-    for _ in 0..2 {
-        let (n, again) = serve(&db.url).await;
-        assert!(again.is_none(), "the root key is printed once per cluster");
-        nodes.push(n);
-    }
-    (nodes, root)
-}
-
-async fn post(http: &reqwest::Client, node: &Node, path: &str, token: &str, body: Value) -> Value {
-    http.post(format!("{}{path}", node.base))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn readyz(http: &reqwest::Client, node: &Node) -> Value {
-    http.get(format!("{}/readyz", node.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap_or(Value::Null)
+    common::cluster(&db.url, Some(&machine_redis()), &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,26 +58,10 @@ async fn three_nodes_propagation_quota_race_and_shared_limits() {
             let r = post(&http, n, "/v1/verify", &v, json!({"key": key})).await;
             assert_eq!(r["code"], "VALID");
         }
-        let start = Instant::now();
-        post(
-            &http,
-            &nodes[0],
-            &format!("/v1/keys/{id}/revoke"),
-            &root,
-            json!({}),
-        )
-        .await;
-        for n in &nodes[1..] {
-            loop {
-                let r = post(&http, n, "/v1/verify", &v, json!({"key": key})).await;
-                if r["code"] == "REVOKED" {
-                    break;
-                }
-                assert!(start.elapsed() < Duration::from_secs(5), "not propagated");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        times.push(start.elapsed());
+        let took =
+            revoke_until_everywhere(&http, &nodes, &root, &v, (id, key), Duration::from_secs(5))
+                .await;
+        times.push(took);
     }
     times.sort();
     let p = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];

@@ -1,5 +1,6 @@
 //! A real `keyward serve` process for tests that need one of their own (durability,
-//! cluster): a free port, the `root key:` line read off its stderr, killed when dropped.
+//! cluster, outages): a free port, the `root key:` line read off its stderr, killed when
+//! dropped; and clusters of them over one PostgreSQL.
 
 #![allow(dead_code)]
 
@@ -7,15 +8,10 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use keyward_store::testkit::free_port;
+use serde_json::Value;
 
 pub struct ServeProcess {
     pub child: Child,
@@ -67,4 +63,168 @@ impl Drop for ServeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A node of a cluster.
+pub type Node = ServeProcess;
+
+/// The machine's Redis (`KEYWARD_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).
+pub fn machine_redis() -> String {
+    std::env::var("KEYWARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Starts a node over `database_url` (and `redis_url`), with `extra` flags, and waits
+/// until it is ready; returns it and, for the node that bootstrapped the database, the
+/// root key.
+pub async fn serve_node(
+    database_url: &str,
+    redis_url: Option<&str>,
+    extra: &[&str],
+) -> (Node, Option<String>) {
+    let dir = std::env::temp_dir(); // unused by the PostgreSQL store
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("--database-url"),
+        OsStr::new(database_url),
+        OsStr::new("--data-dir"),
+        dir.as_os_str(),
+    ];
+    if let Some(r) = redis_url {
+        args.extend([OsStr::new("--redis-url"), OsStr::new(r)]);
+    }
+    args.extend(extra.iter().map(OsStr::new));
+    let node = Node::spawn(args);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http
+            .get(format!("{}/readyz", node.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            let root = node.root_key();
+            return (node, root);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("node did not come up");
+}
+
+/// Three nodes over one fresh database; the root key the first one printed.
+pub async fn cluster(
+    database_url: &str,
+    redis_url: Option<&str>,
+    extra: &[&str],
+) -> (Vec<Node>, String) {
+    let (first, root) = serve_node(database_url, redis_url, extra).await;
+    let root = root.expect("the first node bootstraps and prints the root key");
+    let mut nodes = vec![first];
+    for _ in 0..2 {
+        let (n, again) = serve_node(database_url, redis_url, extra).await;
+        assert!(again.is_none(), "the root key is printed once per cluster");
+        nodes.push(n);
+    }
+    (nodes, root)
+}
+
+pub async fn post(
+    http: &reqwest::Client,
+    node: &Node,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> Value {
+    http.post(format!("{}{path}", node.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The `/readyz` answer (`Null` when it is not JSON).
+pub async fn readyz(http: &reqwest::Client, node: &Node) -> Value {
+    http.get(format!("{}/readyz", node.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(Value::Null)
+}
+
+/// A new identity named `name` and a key of it with `keyward:verify`: (identity id,
+/// verifier key).
+pub async fn identity_and_verifier(
+    http: &reqwest::Client,
+    node: &Node,
+    root: &str,
+    name: &str,
+) -> (String, String) {
+    let ident = post(
+        http,
+        node,
+        "/v1/identities",
+        root,
+        serde_json::json!({"name": name, "owner": "o"}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let verifier = post(
+        http,
+        node,
+        "/v1/keys",
+        root,
+        serde_json::json!({"identity_id": ident, "scopes": ["keyward:verify"]}),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (ident, verifier)
+}
+
+/// Revokes key `id` (`key`) on `nodes[0]` and waits until every other node answers
+/// REVOKED for it, at most `limit`; returns how long that took.
+pub async fn revoke_until_everywhere(
+    http: &reqwest::Client,
+    nodes: &[Node],
+    root: &str,
+    verifier: &str,
+    (id, key): (&str, &str),
+    limit: Duration,
+) -> Duration {
+    let start = Instant::now();
+    post(
+        http,
+        &nodes[0],
+        &format!("/v1/keys/{id}/revoke"),
+        root,
+        serde_json::json!({}),
+    )
+    .await;
+    for n in &nodes[1..] {
+        while post(
+            http,
+            n,
+            "/v1/verify",
+            verifier,
+            serde_json::json!({"key": key}),
+        )
+        .await["code"]
+            != "REVOKED"
+        {
+            assert!(
+                start.elapsed() < limit,
+                "revocation not propagated in {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    start.elapsed()
 }
