@@ -493,7 +493,10 @@ impl Verifier {
         };
         self.metrics.cache_miss.increment(1);
         let generation = self.generations.of(digest);
-        let found = self.store.get_key_by_digest(digest).await?;
+        let found = match self.store.get_key_by_digest_now(digest) {
+            Some(found) => found?,
+            None => self.store.get_key_by_digest(digest).await?,
+        };
         let entry = match found {
             Some(k) => Entry::Found(Arc::new(self.prepare(k)?)),
             None => Entry::NotFound {

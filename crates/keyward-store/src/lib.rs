@@ -126,6 +126,15 @@ pub trait Store: Send + Sync + 'static {
     /// The verify lookup: the key with that digest, with its identity's enabled flag
     /// (false if the identity is deleted).
     async fn get_key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyWithIdentity>>;
+    /// The same lookup answered on the calling thread without awaiting, for a store
+    /// that can do it in microseconds (the embedded store: a point read from the page
+    /// cache). `None`: not now (unsupported, or busy); use [`Store::get_key_by_digest`].
+    fn get_key_by_digest_now(
+        &self,
+        _digest: &KeyDigest,
+    ) -> Option<Result<Option<KeyWithIdentity>>> {
+        None
+    }
     /// Keys ordered by id, optionally of one identity, with id > `after`, at most `limit`.
     async fn list_keys(
         &self,

@@ -58,6 +58,9 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     group: group_commit::GroupCommit,
+    /// The verify lookup on the caller's thread (`None` for an in-memory database,
+    /// which lives on one pooled connection).
+    sync_reader: Option<std::sync::Arc<sync_read::SyncReader>>,
 }
 
 mod group_commit;
@@ -119,6 +122,8 @@ impl SqliteStore {
             other => StoreError::Unavailable(format!("migration failed: {other}")),
         })?;
 
+        let sync_reader = (!in_memory)
+            .then(|| std::sync::Arc::new(sync_read::SyncReader::new(base.get_filename().into())));
         let reader = if in_memory {
             writer.clone()
         } else {
@@ -134,6 +139,7 @@ impl SqliteStore {
             writer,
             reader,
             group,
+            sync_reader,
         })
     }
 
@@ -239,39 +245,65 @@ fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("cannot encode JSON: {e}")))
 }
 
-fn get<'r, T>(row: &'r SqliteRow, idx: usize) -> Result<T>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+/// A column type both drivers decode the same way.
+pub(crate) trait ColType:
+    for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
 {
-    row.try_get(idx).map_err(map_err)
+}
+impl<T> ColType for T where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+{
 }
 
-fn get_uuid(row: &SqliteRow, idx: usize, col: &str) -> Result<Uuid> {
+/// A result row of the embedded store, as sqlx (the async pools) or rusqlite (the
+/// synchronous verify lookup, `sync_read`) gives it: the row mappings below serve both.
+pub(crate) trait Cols {
+    fn col<T: ColType>(&self, idx: usize) -> Result<T>;
+}
+
+impl Cols for SqliteRow {
+    fn col<T: ColType>(&self, idx: usize) -> Result<T> {
+        self.try_get(idx).map_err(map_err)
+    }
+}
+
+impl Cols for rusqlite::Row<'_> {
+    fn col<T: ColType>(&self, idx: usize) -> Result<T> {
+        self.get(idx)
+            .map_err(|e| corrupt(&format!("column {idx}: {e}")))
+    }
+}
+
+fn get<T: ColType>(row: &impl Cols, idx: usize) -> Result<T> {
+    row.col(idx)
+}
+
+fn get_uuid(row: &impl Cols, idx: usize, col: &str) -> Result<Uuid> {
     let s: String = get(row, idx)?;
     Uuid::parse_str(&s).map_err(|_| corrupt(&format!("{col}: not a uuid")))
 }
 
-fn get_opt_uuid(row: &SqliteRow, idx: usize, col: &str) -> Result<Option<Uuid>> {
+fn get_opt_uuid(row: &impl Cols, idx: usize, col: &str) -> Result<Option<Uuid>> {
     let s: Option<String> = get(row, idx)?;
     s.map(|s| Uuid::parse_str(&s).map_err(|_| corrupt(&format!("{col}: not a uuid"))))
         .transpose()
 }
 
-fn get_time(row: &SqliteRow, idx: usize, col: &str) -> Result<Timestamp> {
+fn get_time(row: &impl Cols, idx: usize, col: &str) -> Result<Timestamp> {
     from_micros(get(row, idx)?, col)
 }
 
-fn get_opt_time(row: &SqliteRow, idx: usize, col: &str) -> Result<Option<Timestamp>> {
+fn get_opt_time(row: &impl Cols, idx: usize, col: &str) -> Result<Option<Timestamp>> {
     let v: Option<i64> = get(row, idx)?;
     v.map(|v| from_micros(v, col)).transpose()
 }
 
-fn get_json<T: serde::de::DeserializeOwned>(row: &SqliteRow, idx: usize, col: &str) -> Result<T> {
+fn get_json<T: serde::de::DeserializeOwned>(row: &impl Cols, idx: usize, col: &str) -> Result<T> {
     let s: String = get(row, idx)?;
     serde_json::from_str(&s).map_err(|e| corrupt(&format!("{col}: {e}")))
 }
 
-fn get_digest(row: &SqliteRow, idx: usize) -> Result<KeyDigest> {
+fn get_digest(row: &impl Cols, idx: usize) -> Result<KeyDigest> {
     let b: Vec<u8> = get(row, idx)?;
     KeyDigest::from_slice(&b).ok_or_else(|| corrupt("digest: not 32 bytes"))
 }
@@ -308,6 +340,9 @@ macro_rules! key_by_digest {
     };
 }
 
+// After the macros it uses.
+mod sync_read;
+
 fn identity_from_row(row: &SqliteRow) -> Result<Identity> {
     Ok(Identity {
         id: get_uuid(row, 0, "identities.id")?,
@@ -321,7 +356,7 @@ fn identity_from_row(row: &SqliteRow) -> Result<Identity> {
     })
 }
 
-fn key_from_row(row: &SqliteRow) -> Result<KeyRecord> {
+fn key_from_row(row: &impl Cols) -> Result<KeyRecord> {
     Ok(KeyRecord {
         id: get_uuid(row, 0, "keys.id")?,
         identity_id: get_uuid(row, 1, "keys.identity_id")?,
@@ -658,6 +693,10 @@ impl Store for SqliteStore {
     async fn get_key(&self, id: Uuid) -> Result<Option<KeyRecord>> {
         let mut conn = self.reader.acquire().await.map_err(map_err)?;
         key_by_id(&mut conn, id).await
+    }
+
+    fn get_key_by_digest_now(&self, digest: &KeyDigest) -> Option<Result<Option<KeyWithIdentity>>> {
+        self.sync_reader.as_ref()?.key_by_digest(digest)
     }
 
     async fn get_key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyWithIdentity>> {

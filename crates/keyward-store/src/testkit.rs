@@ -14,6 +14,7 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
+use keyward_core::KeyDigest;
 use keyward_core::key::{KeyPrefix, mint};
 use keyward_core::model::{AuditEntry, Identity, IdentityPatch, KeyPatch, KeyRecord};
 use keyward_core::ratelimit::RateLimitSpec;
@@ -584,6 +585,22 @@ pub async fn key_roundtrip(store: &dyn Store) {
     let found = store.get_key_by_digest(&k.digest).await.unwrap().unwrap();
     assert!(!found.identity_enabled);
     assert_eq!(found.key, k);
+    lookup_now_agrees(store, &[k.digest, m.digest, r.digest, other]).await;
+}
+
+/// Where a store answers the verify lookup on the calling thread, it answers exactly
+/// what the async lookup does (and sees the latest commit).
+async fn lookup_now_agrees(store: &dyn Store, digests: &[KeyDigest]) {
+    for d in digests {
+        if let Some(now) = store.get_key_by_digest_now(d) {
+            assert_eq!(
+                now.unwrap(),
+                store.get_key_by_digest(d).await.unwrap(),
+                "lookup of {}",
+                d.to_hex()
+            );
+        }
+    }
 }
 
 /// A key needs a live identity and a unique id and digest; refusals write nothing.
