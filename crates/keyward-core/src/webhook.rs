@@ -162,6 +162,12 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Dura
     half + half.mul_f64(jitter.clamp(0.0, 1.0))
 }
 
+/// A uniform random number in `[0, 1)` for [`backoff`], from the OS CSPRNG.
+pub fn jitter() -> f64 {
+    let x = OsRng.try_next_u64().unwrap_or(0);
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Address ranges a webhook may not reach when private destinations are refused:
 /// this host, private networks, link-local (cloud metadata lives there), shared
 /// carrier space, multicast and the unspecified address.
