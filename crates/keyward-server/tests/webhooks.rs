@@ -532,4 +532,20 @@ async fn webhook_calls_check_input_and_scopes(s: TestServer) {
     let text = audit.body.to_string();
     assert!(text.contains("webhook.delete") && !text.contains("my-own-secret"));
     let _ = Backend::Sqlite;
+
+    let doc = s
+        .send(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    let doc = doc.ok(200);
+    for p in [
+        "/v1/webhooks",
+        "/v1/webhooks/{id}",
+        "/v1/webhooks/{id}/deliveries",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from openapi.json"
+        );
+    }
+    assert!(doc["components"]["schemas"].get("CreateWebhook").is_some());
 }

@@ -20,7 +20,7 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             .redis_fallback
             .parse()
             .map_err(|e| CliError::Usage(format!("invalid --redis-fallback {e}")))?,
-        webhooks: Default::default(),
+        webhooks: crate::webhook_settings::from(settings)?,
     })
 }
 

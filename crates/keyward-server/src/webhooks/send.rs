@@ -212,15 +212,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_matches_a_known_vector() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        let sig = signature(b"Jefe", 0, "");
-        assert!(sig.starts_with("t=0,v1="));
+    fn signature_is_hmac_sha256_of_t_dot_body() {
+        // The HMAC itself, on RFC 4231 test case 2.
         let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
         assert_eq!(
             hex::encode(mac.finalize().into_bytes()),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // The header signs "<t>.<body>".
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"1700000000.{\"a\":1}");
+        let want = hex::encode(mac.finalize().into_bytes());
+        assert_eq!(
+            signature(b"Jefe", 1_700_000_000, r#"{"a":1}"#),
+            format!("t=1700000000,v1={want}")
         );
     }
 
