@@ -549,3 +549,31 @@ async fn webhook_calls_check_input_and_scopes(s: TestServer) {
     }
     assert!(doc["components"]["schemas"].get("CreateWebhook").is_some());
 }
+
+/// In a cluster only the jobs leader delivers, and each event reaches a receiver once,
+/// whichever node recorded it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_delivers_each_event_once() {
+    let a = restarted(TestServer::start_with(Backend::Postgres).await, fast()).await;
+    let b = restarted(a.another_node().await, fast()).await;
+    let r = Receiver::ok().await;
+    webhook(&a, &r.url, &["key.created"]).await;
+    let ident = b.identity("cluster").await;
+    for _ in 0..5 {
+        b.key(&ident, json!({})).await;
+        a.key(&ident, json!({})).await;
+    }
+    wait_until("ten deliveries", Duration::from_secs(15), || {
+        r.count() >= 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ids: std::collections::HashSet<String> = r
+        .bodies()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!((r.count(), ids.len()), (10, 10), "each event once");
+    b.stop().await;
+    a.stop().await;
+}
