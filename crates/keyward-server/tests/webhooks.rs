@@ -577,3 +577,29 @@ async fn a_cluster_delivers_each_event_once() {
     b.stop().await;
     a.stop().await;
 }
+
+store_test!(multi_thread a_reported_leak_fires_leak_detected);
+async fn a_reported_leak_fires_leak_detected(s: TestServer) {
+    let s = restarted(s, fast()).await;
+    let r = Receiver::ok().await;
+    webhook(&s, &r.url, &["leak.detected"]).await;
+    let ident = s.identity("leaky").await;
+    let (key, key_id) = s.key(&ident, json!({})).await;
+    let a = s
+        .post(
+            "/v1/leaks",
+            &s.root,
+            json!({"key": key, "source": "paste.example/abc"}),
+        )
+        .await;
+    a.ok(200);
+    wait_until("leak.detected", Duration::from_secs(10), || r.count() == 1).await;
+    let got = r.got.lock()[0].body.clone();
+    assert!(!got.contains(&key), "the payload holds the key");
+    let body: Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(body["type"], "leak.detected");
+    assert_eq!(body["data"]["key_id"], key_id);
+    assert_eq!(body["data"]["source"], "paste.example/abc");
+    assert_eq!(body["data"]["revoked"], true);
+    s.stop().await;
+}
