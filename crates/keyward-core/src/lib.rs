@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod scope;
 pub mod time;
 pub mod validate;
+pub mod webhook;
 
 pub use code::VerifyCode;
 pub use digest::KeyDigest;

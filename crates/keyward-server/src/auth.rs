@@ -25,6 +25,8 @@ pub const KEYS_READ: &str = "keyward:keys:read";
 pub const KEYS_WRITE: &str = "keyward:keys:write";
 pub const AUDIT_READ: &str = "keyward:audit:read";
 pub const LEAKS_REPORT: &str = "keyward:leaks:report";
+pub const WEBHOOKS_READ: &str = "keyward:webhooks:read";
+pub const WEBHOOKS_WRITE: &str = "keyward:webhooks:write";
 /// Keyward's own namespace: minting or changing keys that hold it needs `keyward:admin`.
 pub const NAMESPACE: &str = "keyward:";
 

@@ -17,6 +17,7 @@ pub mod routes;
 pub mod shared_limits;
 pub mod state;
 pub mod verifier;
+pub mod webhooks;
 
 mod http_metrics;
 mod request_id;
@@ -41,7 +42,7 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::redis_limits::{RedisDown, RedisLimits};
-use crate::routes::{audit, health, identities, keys, leaks, verify};
+use crate::routes::{audit, health, identities, keys, leaks, verify, webhooks as webhook_routes};
 use crate::state::AppState;
 use crate::verifier::Verifier;
 
@@ -68,6 +69,8 @@ pub struct ServerConfig {
     pub redis_url: Option<String>,
     /// What rate-limited keys get while Redis is unreachable.
     pub redis_down: RedisDown,
+    /// Webhook delivery and `key.expiring` timing.
+    pub webhooks: webhooks::WebhookSettings,
 }
 
 impl ServerConfig {
@@ -79,6 +82,7 @@ impl ServerConfig {
             database_url: None,
             redis_url: None,
             redis_down: RedisDown::default(),
+            webhooks: webhooks::WebhookSettings::default(),
         }
     }
 }
@@ -216,7 +220,16 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/verify", post(verify::verify))
         .route("/leaks", post(leaks::report))
-        .route("/audit", get(audit::list));
+        .route("/audit", get(audit::list))
+        .route(
+            "/webhooks",
+            post(webhook_routes::create).get(webhook_routes::list),
+        )
+        .route(
+            "/webhooks/{id}",
+            get(webhook_routes::show).delete(webhook_routes::delete),
+        )
+        .route("/webhooks/{id}/deliveries", get(webhook_routes::deliveries));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
@@ -266,7 +279,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         eprintln!("root key: {}", root.as_str());
     }
     let redis = open_redis(&cfg)?;
-    start_with(store, redis, cfg.listen).await
+    start_configured(store, redis, cfg.listen, cfg.webhooks).await
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -280,6 +293,16 @@ pub async fn start_with(
     store: Arc<dyn Store>,
     redis: Option<Arc<RedisLimits>>,
     listen: SocketAddr,
+) -> anyhow::Result<RunningServer> {
+    start_configured(store, redis, listen, webhooks::WebhookSettings::default()).await
+}
+
+/// Like [`start_with`], with these webhook settings.
+pub async fn start_configured(
+    store: Arc<dyn Store>,
+    redis: Option<Arc<RedisLimits>>,
+    listen: SocketAddr,
+    webhook_settings: webhooks::WebhookSettings,
 ) -> anyhow::Result<RunningServer> {
     let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = redis
@@ -303,6 +326,12 @@ pub async fn start_with(
     tracing::info!(%addr, "keyward listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let follower = cluster::follow_changes(&*store, verifier.clone(), rx.clone());
+    let deliveries = webhooks::spawn(
+        store.clone(),
+        jobs_leader.clone(),
+        webhook_settings,
+        rx.clone(),
+    );
     let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -319,6 +348,7 @@ pub async fn start_with(
             f.await.context("following the change feed")?;
         }
         jobs.await.context("background jobs")?;
+        deliveries.await.context("webhook delivery")?;
         tracing::info!("keyward stopped");
         Ok(())
     });

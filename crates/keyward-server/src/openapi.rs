@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, health, identities, keys, leaks, verify};
+use crate::routes::{audit, health, identities, keys, leaks, verify, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,7 @@ use crate::routes::{audit, health, identities, keys, leaks, verify};
         leaks::report,
         audit::list,
         health::healthz, health::readyz, health::metrics, health::openapi,
+        webhooks::create, webhooks::list, webhooks::show, webhooks::delete, webhooks::deliveries,
     ),
     modifiers(&BearerAuth)
 )]

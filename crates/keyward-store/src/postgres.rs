@@ -55,6 +55,8 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 /// down) before `Unavailable` (503).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+mod webhooks;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The PostgreSQL store. Cheap to clone (the pool is reference-counted).

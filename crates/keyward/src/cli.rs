@@ -51,8 +51,35 @@ pub struct Global {
     /// with 503 (closed) [env: KEYWARD_REDIS_FALLBACK] [default: local]
     #[arg(long, global = true, value_name = "local|closed")]
     pub redis_fallback: Option<String>,
+    /// Each webhook delivery attempt's time limit (serve) [env: KEYWARD_WEBHOOK_TIMEOUT]
+    /// [default: 10s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub webhook_timeout: Option<String>,
+    /// Attempts per webhook delivery before giving up (serve)
+    /// [env: KEYWARD_WEBHOOK_MAX_ATTEMPTS] [default: 8]
+    #[arg(long, global = true, value_name = "N")]
+    pub webhook_max_attempts: Option<String>,
+    /// Wait after a failed delivery, doubled after each further failure, with jitter
+    /// (serve) [env: KEYWARD_WEBHOOK_BACKOFF] [default: 10s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub webhook_backoff: Option<String>,
+    /// Longest wait between delivery attempts (serve) [env: KEYWARD_WEBHOOK_BACKOFF_CAP]
+    /// [default: 1h]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub webhook_backoff_cap: Option<String>,
+    /// Refuse webhook destinations on loopback, private, link-local and other
+    /// non-public addresses, checked on the resolved address at delivery time (serve)
+    /// [env: KEYWARD_WEBHOOK_DENY_PRIVATE] [default: false]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub webhook_deny_private: Option<String>,
+    /// How long before a key expires `key.expiring` fires (serve)
+    /// [env: KEYWARD_WEBHOOK_EXPIRING_BEFORE] [default: 7d]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub webhook_expiring_before: Option<String>,
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
-    /// redis_fallback) [env: KEYWARD_CONFIG]
+    /// redis_fallback, webhook_timeout, webhook_max_attempts, webhook_backoff,
+    /// webhook_backoff_cap, webhook_deny_private, webhook_expiring_before; values are
+    /// strings) [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the API's JSON instead of tables
@@ -71,6 +98,12 @@ impl Global {
             token: self.token.clone(),
             redis_url: self.redis_url.clone(),
             redis_fallback: self.redis_fallback.clone(),
+            webhook_timeout: self.webhook_timeout.clone(),
+            webhook_max_attempts: self.webhook_max_attempts.clone(),
+            webhook_backoff: self.webhook_backoff.clone(),
+            webhook_backoff_cap: self.webhook_backoff_cap.clone(),
+            webhook_deny_private: self.webhook_deny_private.clone(),
+            webhook_expiring_before: self.webhook_expiring_before.clone(),
         }
     }
 }
@@ -92,6 +125,9 @@ pub enum Command {
     Audit(AuditCmd),
     /// Find leaked secrets in files, folders and git history; exits 1 when any is found
     Scan(ScanArgs),
+    /// Manage webhooks: signed POSTs of key events to a URL
+    #[command(subcommand)]
+    Webhook(crate::commands::webhook::WebhookCmd),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -13,6 +13,8 @@ use crate::error::CliError;
 use crate::output;
 use crate::settings::Settings;
 
+pub mod webhook;
+
 pub struct Ctx {
     pub client: Client,
     pub url: String,

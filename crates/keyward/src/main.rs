@@ -9,6 +9,7 @@ mod parse;
 mod scan;
 mod server;
 mod settings;
+mod webhook_settings;
 
 use std::process::ExitCode;
 
@@ -58,5 +59,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Key(cmd) => commands::key(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Audit(cmd) => commands::audit(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Scan(args) => scan::run(&settings, json, args).await,
+        Command::Webhook(cmd) => {
+            commands::webhook::run(&commands::Ctx::new(&settings, json)?, cmd).await
+        }
     }
 }

@@ -26,6 +26,13 @@ pub struct Layer {
     pub redis_url: Option<String>,
     /// `local` or `closed`.
     pub redis_fallback: Option<String>,
+    /// Webhook delivery (`serve`): each a string, validated when `serve` needs it.
+    pub webhook_timeout: Option<String>,
+    pub webhook_max_attempts: Option<String>,
+    pub webhook_backoff: Option<String>,
+    pub webhook_backoff_cap: Option<String>,
+    pub webhook_deny_private: Option<String>,
+    pub webhook_expiring_before: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -55,6 +62,12 @@ impl Layer {
             token: get("KEYWARD_TOKEN"),
             redis_url: get("KEYWARD_REDIS_URL"),
             redis_fallback: get("KEYWARD_REDIS_FALLBACK"),
+            webhook_timeout: get("KEYWARD_WEBHOOK_TIMEOUT"),
+            webhook_max_attempts: get("KEYWARD_WEBHOOK_MAX_ATTEMPTS"),
+            webhook_backoff: get("KEYWARD_WEBHOOK_BACKOFF"),
+            webhook_backoff_cap: get("KEYWARD_WEBHOOK_BACKOFF_CAP"),
+            webhook_deny_private: get("KEYWARD_WEBHOOK_DENY_PRIVATE"),
+            webhook_expiring_before: get("KEYWARD_WEBHOOK_EXPIRING_BEFORE"),
         }
     }
 
@@ -92,6 +105,13 @@ pub struct Settings {
     /// While Redis is unreachable: `local` (per-node limits, the default) or `closed`.
     /// Validated when `serve` needs it.
     pub redis_fallback: String,
+    /// Webhook delivery (`serve`): each a string, validated when `serve` needs it.
+    pub webhook_timeout: Option<String>,
+    pub webhook_max_attempts: Option<String>,
+    pub webhook_backoff: Option<String>,
+    pub webhook_backoff_cap: Option<String>,
+    pub webhook_deny_private: Option<String>,
+    pub webhook_expiring_before: Option<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -129,6 +149,12 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         redis_url: pick(|l| &l.redis_url, layers),
         redis_fallback: pick(|l| &l.redis_fallback, layers)
             .unwrap_or_else(|| DEFAULT_REDIS_FALLBACK.into()),
+        webhook_timeout: pick(|l| &l.webhook_timeout, layers),
+        webhook_max_attempts: pick(|l| &l.webhook_max_attempts, layers),
+        webhook_backoff: pick(|l| &l.webhook_backoff, layers),
+        webhook_backoff_cap: pick(|l| &l.webhook_backoff_cap, layers),
+        webhook_deny_private: pick(|l| &l.webhook_deny_private, layers),
+        webhook_expiring_before: pick(|l| &l.webhook_expiring_before, layers),
     }
 }
 
@@ -180,6 +206,7 @@ mod tests {
             token: Some(format!("token-{tag}")),
             redis_url: Some(format!("redis://{tag}")),
             redis_fallback: Some("closed".into()),
+            ..Layer::default()
         }
     }
 
@@ -277,6 +304,7 @@ mod tests {
                 token: Some("tok".into()),
                 redis_url: Some("redis://r".into()),
                 redis_fallback: Some("closed".into()),
+                ..Layer::default()
             }
         );
     }

@@ -74,8 +74,8 @@ pub async fn report(
         .await?
         .ok_or_else(|| ApiError::NotFound("no key with this id".into()))?;
     st.verifier.forget(&revoked.digest);
-    // TODO(webhooks issue): fire `leak.detected` ({key_id, identity_id, source, at}) once
-    // webhook delivery exists; this is the one place a leak is confirmed.
+    // The `key.leaked` audit record written with the revoke fires the `leak.detected`
+    // webhook (the webhook worker tails the audit log).
     Ok(Json(proto::LeakResponse {
         revoked: true,
         key_id: Some(id),

@@ -6,6 +6,7 @@ pub mod identities;
 pub mod keys;
 pub mod leaks;
 pub mod verify;
+pub mod webhooks;
 
 use keyward_core::model::AuditEntry;
 

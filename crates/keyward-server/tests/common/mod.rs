@@ -184,6 +184,32 @@ impl TestServer {
         }
     }
 
+    /// A server with these webhook settings (for the webhook tests).
+    pub async fn start_webhooks(
+        backend: Backend,
+        webhooks: keyward_server::webhooks::WebhookSettings,
+    ) -> TestServer {
+        let mut s = Self::start_with(backend).await;
+        s.restart(webhooks).await;
+        s
+    }
+
+    /// Stops the server and starts another on the same store, with these webhook
+    /// settings: a restart.
+    pub async fn restart(&mut self, webhooks: keyward_server::webhooks::WebhookSettings) {
+        self.shutdown().await;
+        let server = keyward_server::start_configured(
+            self.store.clone(),
+            None,
+            "127.0.0.1:0".parse().unwrap(),
+            webhooks,
+        )
+        .await
+        .unwrap();
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
     /// Stops the server (as a node that goes away) but keeps its database.
     pub async fn shutdown(&mut self) {
         if let Some(s) = self.server.take() {
