@@ -922,6 +922,8 @@ impl Store for SqliteStore {
     }
 }
 
+mod vault;
+
 #[cfg(test)]
 mod tests {
     use super::*;

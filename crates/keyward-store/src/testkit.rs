@@ -21,6 +21,8 @@ use keyward_core::time::{Timestamp, truncate};
 
 use crate::{Bootstrap, Consumed, Store, StoreError};
 
+pub mod vault;
+
 /// Runs every test of the suite on `store`, which must be empty (never bootstrapped).
 pub async fn run_all(store: Arc<dyn Store>) {
     let s: &dyn Store = &*store;
