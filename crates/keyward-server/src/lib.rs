@@ -16,6 +16,8 @@ pub mod redis_limits;
 pub mod routes;
 pub mod shared_limits;
 pub mod state;
+pub mod vault;
+pub mod vault_jobs;
 pub mod verifier;
 
 mod http_metrics;
@@ -28,7 +30,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use keyward_core::key::{self, KeyPrefix};
 use keyward_core::model::{AuditEntry, Identity, KeyRecord};
 use keyward_core::time::Timestamp;
@@ -41,7 +43,7 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::redis_limits::{RedisDown, RedisLimits};
-use crate::routes::{audit, health, identities, keys, leaks, verify};
+use crate::routes::{audit, health, identities, keys, leaks, rotation_policy, secrets, verify};
 use crate::state::AppState;
 use crate::verifier::Verifier;
 
@@ -68,6 +70,8 @@ pub struct ServerConfig {
     pub redis_url: Option<String>,
     /// What rate-limited keys get while Redis is unreachable.
     pub redis_down: RedisDown,
+    /// The vault's master keys and limits (`vault.rs`).
+    pub vault: vault::VaultConfig,
 }
 
 impl ServerConfig {
@@ -79,6 +83,7 @@ impl ServerConfig {
             database_url: None,
             redis_url: None,
             redis_down: RedisDown::default(),
+            vault: vault::VaultConfig::default(),
         }
     }
 }
@@ -216,7 +221,18 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/verify", post(verify::verify))
         .route("/leaks", post(leaks::report))
-        .route("/audit", get(audit::list));
+        .route("/audit", get(audit::list))
+        .route("/secrets", get(secrets::list))
+        .route(
+            "/secrets/{*path}",
+            put(secrets::put).get(secrets::get).delete(secrets::delete),
+        )
+        .route(
+            "/keys/{id}/rotation-policy",
+            put(rotation_policy::put)
+                .get(rotation_policy::show)
+                .delete(rotation_policy::delete),
+        );
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
@@ -266,7 +282,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         eprintln!("root key: {}", root.as_str());
     }
     let redis = open_redis(&cfg)?;
-    start_with(store, redis, cfg.listen).await
+    // Only the default embedded store may keep an auto-created master key next to it.
+    let embedded = matches!(cfg.database_url.as_deref(), None | Some(""));
+    let vault = vault::load_shared(&cfg.vault, embedded.then_some(cfg.data_dir.as_path()))?;
+    start_with_vault(store, redis, vault, cfg.listen).await
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -279,6 +298,16 @@ pub async fn start_on(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Resu
 pub async fn start_with(
     store: Arc<dyn Store>,
     redis: Option<Arc<RedisLimits>>,
+    listen: SocketAddr,
+) -> anyhow::Result<RunningServer> {
+    start_with_vault(store, redis, None, listen).await
+}
+
+/// Like [`start_with`], with the secrets vault on when `vault` is given.
+pub async fn start_with_vault(
+    store: Arc<dyn Store>,
+    redis: Option<Arc<RedisLimits>>,
+    vault: Option<Arc<vault::Vault>>,
     listen: SocketAddr,
 ) -> anyhow::Result<RunningServer> {
     let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -295,6 +324,7 @@ pub async fn start_with(
         metrics,
         redis,
         jobs_leader: jobs_leader.clone(),
+        vault: vault.clone(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -303,6 +333,13 @@ pub async fn start_with(
     tracing::info!(%addr, "keyward listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let follower = cluster::follow_changes(&*store, verifier.clone(), rx.clone());
+    let vault_jobs = vault_jobs::spawn(
+        store.clone(),
+        verifier.clone(),
+        vault,
+        jobs_leader.clone(),
+        rx.clone(),
+    );
     let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -319,6 +356,7 @@ pub async fn start_with(
             f.await.context("following the change feed")?;
         }
         jobs.await.context("background jobs")?;
+        vault_jobs.await.context("vault jobs")?;
         tracing::info!("keyward stopped");
         Ok(())
     });

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, health, identities, keys, leaks, verify};
+use crate::routes::{audit, health, identities, keys, leaks, rotation_policy, secrets, verify};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,8 @@ use crate::routes::{audit, health, identities, keys, leaks, verify};
         verify::verify,
         leaks::report,
         audit::list,
+        secrets::put, secrets::get, secrets::delete, secrets::list,
+        rotation_policy::put, rotation_policy::show, rotation_policy::delete,
         health::healthz, health::readyz, health::metrics, health::openapi,
     ),
     modifiers(&BearerAuth)
