@@ -9,6 +9,7 @@ mod parse;
 mod scan;
 mod server;
 mod settings;
+mod vault_settings;
 
 use std::process::ExitCode;
 
@@ -50,7 +51,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     })?;
     let json = cli.global.json;
     match cli.command {
-        Command::Serve => server::serve(&settings).await,
+        Command::Serve => server::serve(&settings, cli.global.master_key_file.clone()).await,
         Command::Init => server::init(&settings, json).await,
         Command::Identity(cmd) => {
             commands::identity(&commands::Ctx::new(&settings, json)?, cmd).await
@@ -58,5 +59,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Key(cmd) => commands::key(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Audit(cmd) => commands::audit(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Scan(args) => scan::run(&settings, json, args).await,
+        Command::Secret(cmd) => commands::secret(&commands::Ctx::new(&settings, json)?, cmd).await,
+        Command::Run(args) => commands::run(&commands::Ctx::new(&settings, json)?, args).await,
     }
 }
