@@ -539,3 +539,89 @@ fn master_key_sources() {
     let v = load(&from_file, None).unwrap().unwrap();
     assert_eq!(v.ring().current().id(), first.ring().current().id());
 }
+
+store_test!(multi_thread concurrent_writers_get_distinct_versions);
+async fn concurrent_writers_get_distinct_versions(s: TestServer) {
+    let s = Arc::new(s);
+    let mut tasks = vec![];
+    for i in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let a = s
+                .put(
+                    "/v1/secrets/busy/one",
+                    &s.root,
+                    json!({"value": format!("v{i}")}),
+                )
+                .await;
+            assert!(a.status.is_success(), "{}", a.body);
+            (a.body["version"].as_i64().unwrap(), format!("v{i}"))
+        }));
+    }
+    let mut written = vec![];
+    for t in tasks {
+        written.push(t.await.unwrap());
+    }
+    let mut versions: Vec<_> = written.iter().map(|w| w.0).collect();
+    versions.sort();
+    assert_eq!(versions, (1..=8).collect::<Vec<_>>());
+    // Each version holds the value its writer sent.
+    for (v, value) in written {
+        let a = s
+            .get(&format!("/v1/secrets/busy/one?version={v}"), &s.root)
+            .await;
+        assert_eq!(a.ok(200)["value"], value.as_str());
+    }
+}
+
+/// Two nodes on one PostgreSQL: the key is rotated once, by the jobs leader, and
+/// delivered once; the other node reads the delivered key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_rotates_once() {
+    let a = TestServer::start_with(Backend::Postgres).await;
+    let b = a.another_node().await;
+    let r = &a.root;
+    let id = a.identity("cluster-rotated").await;
+    let (_, key_id) = a.key(&id, json!({"scopes": ["orders:read"]})).await;
+    b.put(
+        &format!("/v1/keys/{key_id}/rotation-policy"),
+        r,
+        json!({"max_age_seconds": 5, "grace_seconds": 0, "deliver_to": "svc/cluster-key"}),
+    )
+    .await
+    .ok(200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivered = loop {
+        let got = b.get("/v1/secrets/svc/cluster-key", r).await;
+        if got.status == 200 {
+            break got.body;
+        }
+        assert!(Instant::now() < deadline, "not delivered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(delivered["version"], 1);
+    let new_id = a
+        .verify(
+            &a.verifier().await,
+            delivered["value"].as_str().unwrap(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(new_id["code"], "VALID");
+    // Stop the new key from rotating again, then check nothing else happened.
+    let new_id = new_id["key_id"].as_str().unwrap().to_owned();
+    a.delete(&format!("/v1/keys/{new_id}/rotation-policy"), r)
+        .await
+        .ok(204);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = a.get("/v1/audit?limit=1000", r).await;
+    let rotations = log.ok(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "key.rotate" && e["target"] == key_id.as_str())
+        .count();
+    assert_eq!(rotations, 1);
+    let list = a.get("/v1/secrets?prefix=svc/cluster-key", r).await;
+    assert_eq!(list.ok(200)["items"][0]["version"], 1);
+}

@@ -26,8 +26,9 @@ use crate::extract::{ApiJson, ApiQuery, page_limit};
 use crate::state::AppState;
 use crate::vault::Vault;
 
-/// Tries at sealing for the next version when concurrent writers keep taking it.
-const PUT_ATTEMPTS: usize = 5;
+/// Tries at sealing for the next version when concurrent writers keep taking it: each
+/// lost try means another writer succeeded, so N writers at once all get through.
+const PUT_ATTEMPTS: usize = 16;
 
 /// The vault, or 503 when no master key is configured (it stays off: fail closed).
 pub fn vault_of(st: &AppState) -> ApiResult<&Arc<Vault>> {
