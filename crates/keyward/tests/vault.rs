@@ -457,9 +457,31 @@ fn scheduled_rotation_reaches_a_watching_consumer() {
         || s.verify(&old_key) == "REVOKED",
     );
     assert_eq!(s.verify(&new_key), "VALID");
-    // No second restart without a change.
+    // No restart without a change, nor for a new version with the same value
+    // (compare before restart) ...
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(lines(&seen).len(), 2);
+    s.api(
+        reqwest::Method::PUT,
+        "/v1/secrets/svc/api-key",
+        Some(json!({"value": new_key})),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(lines(&seen).len(), 2);
+    // ... but for a new value, once.
+    s.api(
+        reqwest::Method::PUT,
+        "/v1/secrets/svc/api-key",
+        Some(json!({"value": "changed by hand"})),
+    );
+    wait_for(
+        "the restart with the changed value",
+        Duration::from_secs(20),
+        || lines(&seen).len() >= 3,
+    );
+    assert_eq!(lines(&seen)[2], "changed by hand");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lines(&seen).len(), 3);
     signal(&consumer, libc::SIGTERM);
     assert_eq!(consumer.wait().unwrap().code(), Some(0));
     // The new key is in no log.
