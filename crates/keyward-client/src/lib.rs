@@ -25,7 +25,9 @@ use uuid::Uuid;
 
 pub use keyward_proto as proto;
 
+mod vault;
 mod webhooks;
+pub use vault::SecretListParams;
 
 /// The most pages a `list_all_*` helper follows before it gives up (a server that keeps
 /// answering with a cursor would otherwise loop forever).

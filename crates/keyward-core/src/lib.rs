@@ -7,13 +7,16 @@
 
 pub mod code;
 pub mod digest;
+pub mod envelope;
 pub mod ip;
 pub mod key;
 pub mod model;
 pub mod permission;
 pub mod policy;
 pub mod ratelimit;
+pub mod rotation;
 pub mod scope;
+pub mod secret;
 pub mod time;
 pub mod validate;
 pub mod webhook;

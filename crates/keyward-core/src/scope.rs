@@ -24,6 +24,10 @@ pub fn validate(scope: &str) -> Result<(), InvalidScope> {
     if scope.len() > SCOPE_MAX_LEN {
         return err("must be at most 128 characters");
     }
+    // `secrets:read:<glob>` / `secrets:write:<glob>`: `*` anywhere, as `secret.rs` says.
+    if let Some((_, glob)) = crate::secret::glob_scope(scope) {
+        return crate::secret::validate_glob(glob).or_else(err);
+    }
     let body = scope.strip_suffix('*').unwrap_or(scope);
     for b in body.bytes() {
         if b == b'*' {
@@ -74,6 +78,13 @@ pub fn covers<S: AsRef<str>>(granted: &[S], requested: &str) -> bool {
 fn covers_one(granted: &str, requested: &str) -> bool {
     if granted == requested {
         return true;
+    }
+    // A secret glob covers only the plain secret scopes it matches (globs are not
+    // prefixes: `secrets:read:a/*` must not cover `secrets:read:a/**`).
+    if let Some((access, glob)) = crate::secret::glob_scope(granted) {
+        return crate::secret::glob_scope(requested).is_some_and(|(a, path)| {
+            a == access && !path.contains('*') && crate::secret::glob_matches(glob, path)
+        });
     }
     let Some(granted_prefix) = granted.strip_suffix('*') else {
         // A plain scope names one scope; it cannot stand for a wildcard's whole family.

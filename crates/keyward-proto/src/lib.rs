@@ -11,6 +11,9 @@ use uuid::Uuid;
 
 pub type Meta = serde_json::Map<String, serde_json::Value>;
 
+mod vault;
+pub use vault::*;
+
 /// Deserialises a field that may be absent, `null` or a value into
 /// `None`, `Some(None)` or `Some(Some(v))`, so PATCH can tell "leave" from "clear".
 pub mod double_option {

@@ -16,6 +16,8 @@ pub mod redis_limits;
 pub mod routes;
 pub mod shared_limits;
 pub mod state;
+pub mod vault;
+pub mod vault_jobs;
 pub mod verifier;
 pub mod webhooks;
 
@@ -29,7 +31,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use keyward_core::key::{self, KeyPrefix};
 use keyward_core::model::{AuditEntry, Identity, KeyRecord};
 use keyward_core::time::Timestamp;
@@ -42,7 +44,10 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::redis_limits::{RedisDown, RedisLimits};
-use crate::routes::{audit, health, identities, keys, leaks, verify, webhooks as webhook_routes};
+use crate::routes::{
+    audit, health, identities, keys, leaks, rotation_policy, secrets, verify,
+    webhooks as webhook_routes,
+};
 use crate::state::AppState;
 use crate::verifier::Verifier;
 
@@ -71,6 +76,8 @@ pub struct ServerConfig {
     pub redis_down: RedisDown,
     /// Webhook delivery and `key.expiring` timing.
     pub webhooks: webhooks::WebhookSettings,
+    /// The vault's master keys and limits (`vault.rs`).
+    pub vault: vault::VaultConfig,
 }
 
 impl ServerConfig {
@@ -83,6 +90,7 @@ impl ServerConfig {
             redis_url: None,
             redis_down: RedisDown::default(),
             webhooks: webhooks::WebhookSettings::default(),
+            vault: vault::VaultConfig::default(),
         }
     }
 }
@@ -229,7 +237,18 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/{id}",
             get(webhook_routes::show).delete(webhook_routes::delete),
         )
-        .route("/webhooks/{id}/deliveries", get(webhook_routes::deliveries));
+        .route("/webhooks/{id}/deliveries", get(webhook_routes::deliveries))
+        .route("/secrets", get(secrets::list))
+        .route(
+            "/secrets/{*path}",
+            put(secrets::put).get(secrets::get).delete(secrets::delete),
+        )
+        .route(
+            "/keys/{id}/rotation-policy",
+            put(rotation_policy::put)
+                .get(rotation_policy::show)
+                .delete(rotation_policy::delete),
+        );
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
@@ -279,7 +298,15 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         eprintln!("root key: {}", root.as_str());
     }
     let redis = open_redis(&cfg)?;
-    start_configured(store, redis, cfg.listen, cfg.webhooks).await
+    // Only the default embedded store may keep an auto-created master key next to it.
+    let embedded = matches!(cfg.database_url.as_deref(), None | Some(""));
+    let vault = vault::load_shared(&cfg.vault, embedded.then_some(cfg.data_dir.as_path()))?;
+    let parts = Parts {
+        redis,
+        webhooks: cfg.webhooks,
+        vault,
+    };
+    start_with_parts(store, parts, cfg.listen).await
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -294,16 +321,35 @@ pub async fn start_with(
     redis: Option<Arc<RedisLimits>>,
     listen: SocketAddr,
 ) -> anyhow::Result<RunningServer> {
-    start_configured(store, redis, listen, webhooks::WebhookSettings::default()).await
+    let parts = Parts {
+        redis,
+        ..Parts::default()
+    };
+    start_with_parts(store, parts, listen).await
 }
 
-/// Like [`start_with`], with these webhook settings.
-pub async fn start_configured(
+/// What a server has beyond its store; each part off by default.
+#[derive(Default)]
+pub struct Parts {
+    /// Rate limits shared through this Redis.
+    pub redis: Option<Arc<RedisLimits>>,
+    /// Webhook delivery and `key.expiring` timing.
+    pub webhooks: webhooks::WebhookSettings,
+    /// The secrets vault (off when `None`: secret calls answer 503).
+    pub vault: Option<Arc<vault::Vault>>,
+}
+
+/// Serves an already opened store with these parts on `listen`, in a background task.
+pub async fn start_with_parts(
     store: Arc<dyn Store>,
-    redis: Option<Arc<RedisLimits>>,
+    parts: Parts,
     listen: SocketAddr,
-    webhook_settings: webhooks::WebhookSettings,
 ) -> anyhow::Result<RunningServer> {
+    let Parts {
+        redis,
+        webhooks: webhook_settings,
+        vault,
+    } = parts;
     let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = redis
         .clone()
@@ -318,6 +364,7 @@ pub async fn start_configured(
         metrics,
         redis,
         jobs_leader: jobs_leader.clone(),
+        vault: vault.clone(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -330,6 +377,13 @@ pub async fn start_configured(
         store.clone(),
         jobs_leader.clone(),
         webhook_settings,
+        rx.clone(),
+    );
+    let vault_jobs = vault_jobs::spawn(
+        store.clone(),
+        verifier.clone(),
+        vault,
+        jobs_leader.clone(),
         rx.clone(),
     );
     let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
@@ -349,6 +403,7 @@ pub async fn start_configured(
         }
         jobs.await.context("background jobs")?;
         deliveries.await.context("webhook delivery")?;
+        vault_jobs.await.context("vault jobs")?;
         tracing::info!("keyward stopped");
         Ok(())
     });

@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, health, identities, keys, leaks, verify, webhooks};
+use crate::routes::{
+    audit, health, identities, keys, leaks, rotation_policy, secrets, verify, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +17,8 @@ use crate::routes::{audit, health, identities, keys, leaks, verify, webhooks};
         verify::verify,
         leaks::report,
         audit::list,
+        secrets::put, secrets::get, secrets::delete, secrets::list,
+        rotation_policy::put, rotation_policy::show, rotation_policy::delete,
         health::healthz, health::readyz, health::metrics, health::openapi,
         webhooks::create, webhooks::list, webhooks::show, webhooks::delete, webhooks::deliveries,
     ),

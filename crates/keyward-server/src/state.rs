@@ -18,4 +18,6 @@ pub struct AppState {
     pub redis: Option<Arc<RedisLimits>>,
     /// Whether this node runs the background jobs now (`jobs.rs`).
     pub jobs_leader: Arc<AtomicBool>,
+    /// The secrets vault; `None` when no master key is configured (it stays off).
+    pub vault: Option<Arc<crate::vault::Vault>>,
 }

@@ -20,10 +20,12 @@ pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod vault;
 pub mod webhooks;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use vault::VaultStore;
 pub use webhooks::WebhookStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +83,7 @@ pub struct Bootstrap {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static + WebhookStore {
+pub trait Store: Send + Sync + 'static + WebhookStore + VaultStore {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 

@@ -454,6 +454,8 @@ async fn digests_of_identity(conn: &mut PgConnection, identity_id: Uuid) -> Resu
     rows.iter().map(|r| get_digest(r, 0)).collect()
 }
 
+mod vault;
+
 // ---------------------------------------------------------------- the trait
 
 #[async_trait]

@@ -962,6 +962,8 @@ impl Store for SqliteStore {
     }
 }
 
+mod vault;
+
 #[cfg(test)]
 mod tests {
     use super::*;

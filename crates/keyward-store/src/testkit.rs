@@ -24,6 +24,7 @@ use crate::{Bootstrap, Consumed, Store, StoreError};
 
 mod servers;
 pub use servers::{OwnPostgres, OwnRedis, free_port};
+pub mod vault;
 pub mod webhooks;
 
 /// Runs every test of the suite on `store`, which must be empty (never bootstrapped).

@@ -10,6 +10,9 @@ use uuid::Uuid;
 use crate::parse;
 use crate::settings::Layer;
 
+mod vault;
+pub use vault::{RotationPolicyCmd, RunArgs, SecretCmd};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "keyward",
@@ -85,6 +88,15 @@ pub struct Global {
     /// Print the API's JSON instead of tables
     #[arg(long, global = true)]
     pub json: bool,
+    /// The vault's master key file (serve) [env: KEYWARD_MASTER_KEY_FILE]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "KEYWARD_MASTER_KEY_FILE",
+        hide_env = true
+    )]
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl Global {
@@ -128,6 +140,11 @@ pub enum Command {
     /// Manage webhooks: signed POSTs of key events to a URL
     #[command(subcommand)]
     Webhook(crate::commands::webhook::WebhookCmd),
+    /// The secrets vault
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Run a command with secrets in its environment; exits with its exit status
+    Run(RunArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -297,6 +314,9 @@ pub enum KeyCmd {
     },
     /// Revoke a key: it fails every verification from now on
     Revoke { id: Uuid },
+    /// Rotate a key automatically on a schedule
+    #[command(subcommand, name = "rotation-policy")]
+    RotationPolicy(RotationPolicyCmd),
     /// Check a key; exits 1 when it is not valid
     Verify {
         /// The key, or - to read it from stdin (keeps it out of the process list)

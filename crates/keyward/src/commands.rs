@@ -13,7 +13,11 @@ use crate::error::CliError;
 use crate::output;
 use crate::settings::Settings;
 
+mod run;
+mod vault;
 pub mod webhook;
+pub use run::run;
+pub use vault::secret;
 
 pub struct Ctx {
     pub client: Client,
@@ -274,6 +278,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<(), CliError> {
             let k = c.rotate_key(id, grace).await.map_err(|e| ctx.api(e))?;
             ctx.print(&k, |k| output::created_key(k, now()));
         }
+        KeyCmd::RotationPolicy(cmd) => vault::rotation_policy(ctx, cmd).await?,
         KeyCmd::Revoke { id } => {
             let k = c.revoke_key(id).await.map_err(|e| ctx.api(e))?;
             if ctx.json {

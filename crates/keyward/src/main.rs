@@ -9,6 +9,7 @@ mod parse;
 mod scan;
 mod server;
 mod settings;
+mod vault_settings;
 mod webhook_settings;
 
 use std::process::ExitCode;
@@ -51,7 +52,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     })?;
     let json = cli.global.json;
     match cli.command {
-        Command::Serve => server::serve(&settings).await,
+        Command::Serve => server::serve(&settings, cli.global.master_key_file.clone()).await,
         Command::Init => server::init(&settings, json).await,
         Command::Identity(cmd) => {
             commands::identity(&commands::Ctx::new(&settings, json)?, cmd).await
@@ -62,5 +63,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Webhook(cmd) => {
             commands::webhook::run(&commands::Ctx::new(&settings, json)?, cmd).await
         }
+        Command::Secret(cmd) => commands::secret(&commands::Ctx::new(&settings, json)?, cmd).await,
+        Command::Run(args) => commands::run(&commands::Ctx::new(&settings, json)?, args).await,
     }
 }

@@ -21,6 +21,7 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             .parse()
             .map_err(|e| CliError::Usage(format!("invalid --redis-fallback {e}")))?,
         webhooks: crate::webhook_settings::from(settings)?,
+        vault: Default::default(),
     })
 }
 
@@ -42,8 +43,15 @@ pub fn init_logging() -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn serve(settings: &Settings) -> Result<(), CliError> {
-    let cfg = config(settings)?;
+/// `keyward serve`, with the vault's settings: `--master-key-file` (or
+/// `KEYWARD_MASTER_KEY_FILE`), `KEYWARD_MASTER_KEY`, `KEYWARD_MASTER_KEY_PREVIOUS`
+/// (comma-separated), `KEYWARD_SECRET_MAX_BYTES` (keyward-server `vault.rs`).
+pub async fn serve(
+    settings: &Settings,
+    master_key_file: Option<std::path::PathBuf>,
+) -> Result<(), CliError> {
+    let mut cfg = config(settings)?;
+    cfg.vault = crate::vault_settings::vault_config(master_key_file, |k| std::env::var(k).ok())?;
     init_logging()?;
     // Install the handlers before starting, so a signal during startup is not fatal.
     let shutdown =

@@ -5,6 +5,8 @@ pub mod health;
 pub mod identities;
 pub mod keys;
 pub mod leaks;
+pub mod rotation_policy;
+pub mod secrets;
 pub mod verify;
 pub mod webhooks;
 

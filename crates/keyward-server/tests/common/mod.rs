@@ -63,6 +63,8 @@ pub struct TestServer {
     pub database_url: Option<String>,
     /// Redis for shared rate limits, and what to do when it is down.
     pub redis: Option<(String, RedisDown)>,
+    /// The vault's master keys (every test server has the vault on).
+    pub vault: Arc<keyward_server::vault::Vault>,
     server: Option<RunningServer>,
     _dir: tempfile::TempDir,
     /// Dropped last: drops the database, with any connection left to it.
@@ -138,10 +140,23 @@ impl TestServer {
             .unwrap()
             .expect("fresh store");
         let limits = keyward_server::open_redis(&cfg).unwrap();
-        let server = keyward_server::start_with(store.clone(), limits, cfg.listen)
+        let vault = Arc::new(keyward_server::vault::Vault::new(
+            keyward_core::envelope::Keyring::new(
+                keyward_core::envelope::MasterKey::generate(),
+                vec![],
+            ),
+            keyward_server::vault::VALUE_MAX_BYTES,
+        ));
+        let parts = keyward_server::Parts {
+            redis: limits,
+            vault: Some(vault.clone()),
+            ..Default::default()
+        };
+        let server = keyward_server::start_with_parts(store.clone(), parts, cfg.listen)
             .await
             .unwrap();
         TestServer {
+            vault,
             base: format!("http://{}", server.addr),
             root: root.as_str().to_owned(),
             http: reqwest::Client::new(),
@@ -167,10 +182,16 @@ impl TestServer {
             cfg.redis_down = *down;
         }
         let limits = keyward_server::open_redis(&cfg).unwrap();
-        let server = keyward_server::start_with(store.clone(), limits, cfg.listen)
+        let parts = keyward_server::Parts {
+            redis: limits,
+            vault: Some(self.vault.clone()),
+            ..Default::default()
+        };
+        let server = keyward_server::start_with_parts(store.clone(), parts, cfg.listen)
             .await
             .unwrap();
         TestServer {
+            vault: self.vault.clone(),
             base: format!("http://{}", server.addr),
             root: self.root.clone(),
             http: reqwest::Client::new(),
@@ -198,16 +219,25 @@ impl TestServer {
     /// settings: a restart.
     pub async fn restart(&mut self, webhooks: keyward_server::webhooks::WebhookSettings) {
         self.shutdown().await;
-        let server = keyward_server::start_configured(
-            self.store.clone(),
-            None,
-            "127.0.0.1:0".parse().unwrap(),
+        let parts = keyward_server::Parts {
             webhooks,
+            vault: Some(self.vault.clone()),
+            ..Default::default()
+        };
+        let server = keyward_server::start_with_parts(
+            self.store.clone(),
+            parts,
+            "127.0.0.1:0".parse().unwrap(),
         )
         .await
         .unwrap();
         self.base = format!("http://{}", server.addr);
         self.server = Some(server);
+    }
+
+    /// The embedded store's data folder (`Backend::Sqlite`).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
     }
 
     /// Stops the server (as a node that goes away) but keeps its database.
@@ -289,6 +319,11 @@ impl TestServer {
 
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Answer {
         self.send(reqwest::Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.send(reqwest::Method::PUT, path, Some(token), Some(body))
             .await
     }
 
