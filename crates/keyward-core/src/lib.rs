@@ -12,9 +12,11 @@ pub mod key;
 pub mod model;
 pub mod permission;
 pub mod policy;
+pub mod posture;
 pub mod ratelimit;
 pub mod scope;
 pub mod time;
+pub mod usage;
 pub mod validate;
 
 pub use code::VerifyCode;

@@ -1068,3 +1068,6 @@ fn parse_payload(payload: &str) -> Change {
     }
     Change::Keys(digests)
 }
+
+// After the row macros above, which it uses.
+mod usage;

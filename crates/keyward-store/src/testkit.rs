@@ -21,6 +21,8 @@ use keyward_core::time::{Timestamp, truncate};
 
 use crate::{Bootstrap, Consumed, Store, StoreError};
 
+pub mod usage;
+
 /// Runs every test of the suite on `store`, which must be empty (never bootstrapped).
 pub async fn run_all(store: Arc<dyn Store>) {
     let s: &dyn Store = &*store;
@@ -43,6 +45,9 @@ pub async fn run_all(store: Arc<dyn Store>) {
     record_last_used(s).await;
     audit_log_order(s).await;
     sweep_expired(s).await;
+    usage::usage_counts_match_events(s).await;
+    usage::prune_usage(s).await;
+    usage::posture_inputs(s).await;
 }
 
 // ---------------------------------------------------------------- fixtures
