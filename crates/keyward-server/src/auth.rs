@@ -25,6 +25,8 @@ pub const KEYS_READ: &str = "keyward:keys:read";
 pub const KEYS_WRITE: &str = "keyward:keys:write";
 pub const AUDIT_READ: &str = "keyward:audit:read";
 pub const LEAKS_REPORT: &str = "keyward:leaks:report";
+/// Usage analytics (`GET /v1/usage`); `keyward:keys:read` satisfies it too.
+pub const USAGE_READ: &str = "keyward:usage:read";
 /// Keyward's own namespace: minting or changing keys that hold it needs `keyward:admin`.
 pub const NAMESPACE: &str = "keyward:";
 

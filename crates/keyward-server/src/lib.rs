@@ -16,6 +16,7 @@ pub mod redis_limits;
 pub mod routes;
 pub mod shared_limits;
 pub mod state;
+pub mod usage;
 pub mod verifier;
 
 mod http_metrics;
@@ -41,7 +42,7 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::redis_limits::{RedisDown, RedisLimits};
-use crate::routes::{audit, health, identities, keys, leaks, verify};
+use crate::routes::{audit, health, identities, keys, leaks, posture, verify};
 use crate::state::AppState;
 use crate::verifier::Verifier;
 
@@ -68,6 +69,8 @@ pub struct ServerConfig {
     pub redis_url: Option<String>,
     /// What rate-limited keys get while Redis is unreachable.
     pub redis_down: RedisDown,
+    /// Usage events: queue size and retention.
+    pub usage: usage::UsageSettings,
 }
 
 impl ServerConfig {
@@ -79,6 +82,7 @@ impl ServerConfig {
             database_url: None,
             redis_url: None,
             redis_down: RedisDown::default(),
+            usage: usage::UsageSettings::default(),
         }
     }
 }
@@ -216,7 +220,10 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/verify", post(verify::verify))
         .route("/leaks", post(leaks::report))
-        .route("/audit", get(audit::list));
+        .route("/audit", get(audit::list))
+        .route("/usage", get(routes::usage::usage))
+        .route("/usage/top", get(routes::usage::top))
+        .route("/reports/posture", get(posture::report));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
@@ -266,7 +273,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         eprintln!("root key: {}", root.as_str());
     }
     let redis = open_redis(&cfg)?;
-    start_with(store, redis, cfg.listen).await
+    start_with_usage(store, redis, cfg.listen, cfg.usage).await
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -280,6 +287,16 @@ pub async fn start_with(
     store: Arc<dyn Store>,
     redis: Option<Arc<RedisLimits>>,
     listen: SocketAddr,
+) -> anyhow::Result<RunningServer> {
+    start_with_usage(store, redis, listen, usage::UsageSettings::default()).await
+}
+
+/// [`start_with`], with usage settings (retention) other than the defaults.
+pub async fn start_with_usage(
+    store: Arc<dyn Store>,
+    redis: Option<Arc<RedisLimits>>,
+    listen: SocketAddr,
+    usage_settings: usage::UsageSettings,
 ) -> anyhow::Result<RunningServer> {
     let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = redis
@@ -303,7 +320,15 @@ pub async fn start_with(
     tracing::info!(%addr, "keyward listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let follower = cluster::follow_changes(&*store, verifier.clone(), rx.clone());
-    let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
+    let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone(), usage_settings);
+    // The usage writer stops only once the HTTP server has finished every request, so
+    // its last drain sees every event.
+    let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
+    let usage_writer = tokio::spawn(usage::write_usage(
+        verifier.usage().clone(),
+        store.clone(),
+        usage_stopped,
+    ));
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = rx;
@@ -314,6 +339,8 @@ pub async fn start_with(
             })
             .await
             .context("serving HTTP")?;
+        let _ = usage_stop.send(true);
+        usage_writer.await.context("writing usage events")?;
         flusher.await.context("flushing last-use times")?;
         if let Some(f) = follower {
             f.await.context("following the change feed")?;

@@ -5,6 +5,8 @@ pub mod health;
 pub mod identities;
 pub mod keys;
 pub mod leaks;
+pub mod posture;
+pub mod usage;
 pub mod verify;
 
 use keyward_core::model::AuditEntry;
