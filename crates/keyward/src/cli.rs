@@ -92,6 +92,11 @@ pub enum Command {
     Audit(AuditCmd),
     /// Find leaked secrets in files, folders and git history; exits 1 when any is found
     Scan(ScanArgs),
+    /// Verifications of a key or identity per minute, hour or day, with a chart
+    Usage(crate::usage::UsageArgs),
+    /// Reports: `report posture`
+    #[command(subcommand)]
+    Report(crate::usage::ReportCmd),
 }
 
 #[derive(Debug, Clone, Args)]

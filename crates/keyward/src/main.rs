@@ -9,6 +9,7 @@ mod parse;
 mod scan;
 mod server;
 mod settings;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -58,5 +59,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Key(cmd) => commands::key(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Audit(cmd) => commands::audit(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Scan(args) => scan::run(&settings, json, args).await,
+        Command::Usage(args) => usage::usage(&commands::Ctx::new(&settings, json)?, args).await,
+        Command::Report(cmd) => usage::report(&commands::Ctx::new(&settings, json)?, cmd).await,
     }
 }
