@@ -51,8 +51,16 @@ pub struct Global {
     /// with 503 (closed) [env: KEYWARD_REDIS_FALLBACK] [default: local]
     #[arg(long, global = true, value_name = "local|closed")]
     pub redis_fallback: Option<String>,
+    /// Days raw usage events are kept [env: KEYWARD_USAGE_RETENTION_DAYS] [default: 7]
+    #[arg(long, global = true, value_name = "DAYS")]
+    pub usage_retention_days: Option<String>,
+    /// Days hourly and daily usage rollups are kept
+    /// [env: KEYWARD_USAGE_ROLLUP_RETENTION_DAYS] [default: 400]
+    #[arg(long, global = true, value_name = "DAYS")]
+    pub usage_rollup_retention_days: Option<String>,
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
-    /// redis_fallback) [env: KEYWARD_CONFIG]
+    /// redis_fallback, usage_retention_days, usage_rollup_retention_days)
+    /// [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the API's JSON instead of tables
@@ -71,6 +79,8 @@ impl Global {
             token: self.token.clone(),
             redis_url: self.redis_url.clone(),
             redis_fallback: self.redis_fallback.clone(),
+            usage_retention_days: self.usage_retention_days.clone(),
+            usage_rollup_retention_days: self.usage_rollup_retention_days.clone(),
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct Layer {
     pub redis_url: Option<String>,
     /// `local` or `closed`.
     pub redis_fallback: Option<String>,
+    /// Days raw usage events (and per-minute rollups) are kept.
+    pub usage_retention_days: Option<String>,
+    /// Days per-hour and per-day usage rollups are kept.
+    pub usage_rollup_retention_days: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -38,6 +42,11 @@ impl fmt::Debug for Layer {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("redis_fallback", &self.redis_fallback)
+            .field("usage_retention_days", &self.usage_retention_days)
+            .field(
+                "usage_rollup_retention_days",
+                &self.usage_rollup_retention_days,
+            )
             .finish()
     }
 }
@@ -55,6 +64,8 @@ impl Layer {
             token: get("KEYWARD_TOKEN"),
             redis_url: get("KEYWARD_REDIS_URL"),
             redis_fallback: get("KEYWARD_REDIS_FALLBACK"),
+            usage_retention_days: get("KEYWARD_USAGE_RETENTION_DAYS"),
+            usage_rollup_retention_days: get("KEYWARD_USAGE_ROLLUP_RETENTION_DAYS"),
         }
     }
 
@@ -92,6 +103,10 @@ pub struct Settings {
     /// While Redis is unreachable: `local` (per-node limits, the default) or `closed`.
     /// Validated when `serve` needs it.
     pub redis_fallback: String,
+    /// Usage retention in days (`None`: the server's defaults, 7 and 400). Validated when
+    /// `serve` needs them.
+    pub usage_retention_days: Option<String>,
+    pub usage_rollup_retention_days: Option<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -104,6 +119,11 @@ impl fmt::Debug for Settings {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("redis_fallback", &self.redis_fallback)
+            .field("usage_retention_days", &self.usage_retention_days)
+            .field(
+                "usage_rollup_retention_days",
+                &self.usage_rollup_retention_days,
+            )
             .finish()
     }
 }
@@ -129,6 +149,8 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         redis_url: pick(|l| &l.redis_url, layers),
         redis_fallback: pick(|l| &l.redis_fallback, layers)
             .unwrap_or_else(|| DEFAULT_REDIS_FALLBACK.into()),
+        usage_retention_days: pick(|l| &l.usage_retention_days, layers),
+        usage_rollup_retention_days: pick(|l| &l.usage_rollup_retention_days, layers),
     }
 }
 
@@ -180,6 +202,8 @@ mod tests {
             token: Some(format!("token-{tag}")),
             redis_url: Some(format!("redis://{tag}")),
             redis_fallback: Some("closed".into()),
+            usage_retention_days: None,
+            usage_rollup_retention_days: None,
         }
     }
 
@@ -277,6 +301,7 @@ mod tests {
                 token: Some("tok".into()),
                 redis_url: Some("redis://r".into()),
                 redis_fallback: Some("closed".into()),
+                ..Layer::default()
             }
         );
     }

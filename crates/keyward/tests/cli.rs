@@ -931,4 +931,21 @@ fn usage_and_posture_commands() {
     let table = srv.kw(&["report", "posture"]).ok();
     assert!(table.stdout.contains("ADMIN_KEY"), "{}", table.stdout); // the root key
     assert!(!table.stdout.contains(&key));
+
+    // Retention settings are checked before serving.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = keyward(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--usage-retention-days",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("usage-retention-days"));
 }
