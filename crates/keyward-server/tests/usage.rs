@@ -555,5 +555,14 @@ async fn usage_metrics_are_exported(s: TestServer) {
     ] {
         assert!(m.contains(name), "{name} missing from /metrics");
     }
+    let doc = s
+        .send(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    for path in ["/v1/usage", "/v1/usage/top", "/v1/reports/posture"] {
+        assert!(
+            doc.ok(200)["paths"][path]["get"].is_object(),
+            "{path} missing from the OpenAPI description"
+        );
+    }
     s.stop().await;
 }
