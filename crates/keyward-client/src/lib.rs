@@ -28,6 +28,8 @@ pub use keyward_proto as proto;
 mod vault;
 mod webhooks;
 pub use vault::SecretListParams;
+mod usage;
+pub use usage::{PostureParams, TopParams, UsageParams};
 
 /// The most pages a `list_all_*` helper follows before it gives up (a server that keeps
 /// answering with a cursor would otherwise loop forever).

@@ -13,11 +13,13 @@ pub mod key;
 pub mod model;
 pub mod permission;
 pub mod policy;
+pub mod posture;
 pub mod ratelimit;
 pub mod rotation;
 pub mod scope;
 pub mod secret;
 pub mod time;
+pub mod usage;
 pub mod validate;
 pub mod webhook;
 

@@ -13,6 +13,8 @@ pub type Meta = serde_json::Map<String, serde_json::Value>;
 
 mod vault;
 pub use vault::*;
+pub mod usage;
+pub use usage::*;
 
 /// Deserialises a field that may be absent, `null` or a value into
 /// `None`, `Some(None)` or `Some(Some(v))`, so PATCH can tell "leave" from "clear".
@@ -230,6 +232,10 @@ pub struct VerifyRequest {
     /// The address the key was presented from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// Labels kept with this verification's usage event (at most 8; names of
+    /// `[A-Za-z0-9_.:-]`, up to 64 bytes; values up to 256 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

@@ -27,6 +27,8 @@ pub const AUDIT_READ: &str = "keyward:audit:read";
 pub const LEAKS_REPORT: &str = "keyward:leaks:report";
 pub const WEBHOOKS_READ: &str = "keyward:webhooks:read";
 pub const WEBHOOKS_WRITE: &str = "keyward:webhooks:write";
+/// Usage analytics (`GET /v1/usage`); `keyward:keys:read` satisfies it too.
+pub const USAGE_READ: &str = "keyward:usage:read";
 /// Keyward's own namespace: minting or changing keys that hold it needs `keyward:admin`.
 pub const NAMESPACE: &str = "keyward:";
 

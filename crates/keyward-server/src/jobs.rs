@@ -8,13 +8,16 @@
 //! mark), so the brief overlap of a leader cut off from PostgreSQL is harmless.
 //!
 //! Jobs: the expiry sweep (`Store::sweep_expired`, every [`SWEEP_EVERY`]), which records
-//! `key.expire` in the audit log when a key's expiry passes.
+//! `key.expire` in the audit log when a key's expiry passes; usage retention
+//! (`usage::enforce_retention`, every [`RETENTION_EVERY`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use keyward_store::Store;
+
+use crate::usage::UsageSettings;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -22,6 +25,8 @@ use tokio::task::JoinHandle;
 pub const TICK: Duration = Duration::from_secs(1);
 /// How often the expiry sweep runs on the leader.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often usage older than its retention is removed (and once at start).
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// Keys recorded per sweep at most (the rest wait for the next one).
 const SWEEP_BATCH: u32 = 1000;
 /// How long asking for the lead may take before it counts as "not leading".
@@ -33,11 +38,13 @@ pub fn spawn(
     store: Arc<dyn Store>,
     leader: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
+    usage: UsageSettings,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let gauge = metrics::gauge!("keyward_jobs_leader");
         let mut leadership = store.leadership();
         let mut next_sweep = Instant::now();
+        let mut next_retention = Instant::now();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -74,6 +81,10 @@ pub fn spawn(
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "expiry sweep failed; will retry"),
                 }
+            }
+            if leads && Instant::now() >= next_retention {
+                next_retention = Instant::now() + RETENTION_EVERY;
+                crate::usage::enforce_retention(&*store, &usage).await;
             }
         }
         leader.store(false, Ordering::Relaxed);

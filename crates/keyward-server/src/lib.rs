@@ -16,6 +16,7 @@ pub mod redis_limits;
 pub mod routes;
 pub mod shared_limits;
 pub mod state;
+pub mod usage;
 pub mod vault;
 pub mod vault_jobs;
 pub mod verifier;
@@ -45,7 +46,7 @@ use zeroize::Zeroizing;
 use crate::error::ApiError;
 use crate::redis_limits::{RedisDown, RedisLimits};
 use crate::routes::{
-    audit, health, identities, keys, leaks, rotation_policy, secrets, verify,
+    audit, health, identities, keys, leaks, posture, rotation_policy, secrets, verify,
     webhooks as webhook_routes,
 };
 use crate::state::AppState;
@@ -78,6 +79,8 @@ pub struct ServerConfig {
     pub webhooks: webhooks::WebhookSettings,
     /// The vault's master keys and limits (`vault.rs`).
     pub vault: vault::VaultConfig,
+    /// Usage events: queue size and retention.
+    pub usage: usage::UsageSettings,
 }
 
 impl ServerConfig {
@@ -91,6 +94,7 @@ impl ServerConfig {
             redis_down: RedisDown::default(),
             webhooks: webhooks::WebhookSettings::default(),
             vault: vault::VaultConfig::default(),
+            usage: usage::UsageSettings::default(),
         }
     }
 }
@@ -248,7 +252,10 @@ pub fn router(state: AppState) -> Router {
             put(rotation_policy::put)
                 .get(rotation_policy::show)
                 .delete(rotation_policy::delete),
-        );
+        )
+        .route("/usage", get(routes::usage::usage))
+        .route("/usage/top", get(routes::usage::top))
+        .route("/reports/posture", get(posture::report));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
@@ -293,10 +300,6 @@ impl RunningServer {
 /// `root key: <key>` on a line of its own to stderr), and serves in a background task.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let store = open_store(&cfg).await?;
-    if let Some(root) = bootstrap(&*store).await? {
-        // The one and only time the root key is shown.
-        eprintln!("root key: {}", root.as_str());
-    }
     let redis = open_redis(&cfg)?;
     // Only the default embedded store may keep an auto-created master key next to it.
     let embedded = matches!(cfg.database_url.as_deref(), None | Some(""));
@@ -305,8 +308,17 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         redis,
         webhooks: cfg.webhooks,
         vault,
+        usage: cfg.usage,
     };
-    start_with_parts(store, parts, cfg.listen).await
+    let root = bootstrap(&*store).await?;
+    let started = start_with_parts(store, parts, cfg.listen).await;
+    if let Some(root) = root {
+        // The one and only time the root key is shown: once the server listens, so a
+        // script that reads it can use it at once; and even if serving failed, since
+        // the store holds it now.
+        eprintln!("root key: {}", root.as_str());
+    }
+    started
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -337,6 +349,8 @@ pub struct Parts {
     pub webhooks: webhooks::WebhookSettings,
     /// The secrets vault (off when `None`: secret calls answer 503).
     pub vault: Option<Arc<vault::Vault>>,
+    /// Usage events: queue size and retention.
+    pub usage: usage::UsageSettings,
 }
 
 /// Serves an already opened store with these parts on `listen`, in a background task.
@@ -349,6 +363,7 @@ pub async fn start_with_parts(
         redis,
         webhooks: webhook_settings,
         vault,
+        usage: usage_settings,
     } = parts;
     let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = redis
@@ -386,7 +401,15 @@ pub async fn start_with_parts(
         jobs_leader.clone(),
         rx.clone(),
     );
-    let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
+    let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone(), usage_settings);
+    // The usage writer stops only once the HTTP server has finished every request, so
+    // its last drain sees every event.
+    let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
+    let usage_writer = tokio::spawn(usage::write_usage(
+        verifier.usage().clone(),
+        store.clone(),
+        usage_stopped,
+    ));
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = rx;
@@ -397,6 +420,8 @@ pub async fn start_with_parts(
             })
             .await
             .context("serving HTTP")?;
+        let _ = usage_stop.send(true);
+        usage_writer.await.context("writing usage events")?;
         flusher.await.context("flushing last-use times")?;
         if let Some(f) = follower {
             f.await.context("following the change feed")?;

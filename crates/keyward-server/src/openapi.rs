@@ -4,7 +4,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, health, identities, keys, leaks, rotation_policy, secrets, verify, webhooks,
+    audit, health, identities, keys, leaks, posture, rotation_policy, secrets, usage, verify,
+    webhooks,
 };
 
 #[derive(OpenApi)]
@@ -19,6 +20,7 @@ use crate::routes::{
         audit::list,
         secrets::put, secrets::get, secrets::delete, secrets::list,
         rotation_policy::put, rotation_policy::show, rotation_policy::delete,
+        usage::usage, usage::top, posture::report,
         health::healthz, health::readyz, health::metrics, health::openapi,
         webhooks::create, webhooks::list, webhooks::show, webhooks::delete, webhooks::deliveries,
     ),

@@ -15,6 +15,7 @@ use keyward_core::model::KeyWithIdentity;
 use keyward_core::policy::{KeyPolicy, VerifyRequest};
 use keyward_core::ratelimit::{Allowance, Denied, KeyLimiter, RateLimitSpec};
 use keyward_core::time::Timestamp;
+use keyward_core::usage::{UsageTags, exercised_scopes, requested_scopes};
 use keyward_core::{KeyDigest, VerifyCode, key};
 use keyward_store::{Consumed, Store, StoreError};
 use parking_lot::Mutex;
@@ -23,6 +24,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::shared_limits::{Shared, SharedLimiter};
+use crate::usage::{PendingEvent, UsageRecorder, UsageSettings};
 
 /// How long a `NOT_FOUND` is remembered. Short, because a key created on another node
 /// would otherwise be refused for this long; creation here forgets it at once.
@@ -134,6 +136,8 @@ pub struct Verifier {
     last_used: mpsc::Sender<Arc<CachedKey>>,
     metrics: VerifyMetrics,
     shared: Option<Arc<dyn SharedLimiter>>,
+    /// Every verification's usage event goes here (`usage.rs`).
+    usage: Arc<UsageRecorder>,
 }
 
 /// The receiving end of keys used since the last flush, drained by [`flush_last_used`].
@@ -159,8 +163,14 @@ impl Verifier {
             last_used: tx,
             metrics: VerifyMetrics::new(),
             shared,
+            usage: Arc::new(UsageRecorder::new(UsageSettings::default().queue_capacity)),
         };
         (Arc::new(v), rx)
+    }
+
+    /// The queue of usage events, drained by `usage::write_usage`.
+    pub fn usage(&self) -> &Arc<UsageRecorder> {
+        &self.usage
     }
 
     /// Forgets a key so the next verification reloads it from the store.
@@ -196,11 +206,23 @@ impl Verifier {
         req: &VerifyRequest<'_>,
         now: Timestamp,
     ) -> Result<Outcome, StoreError> {
+        self.verify_tagged(key, req, now, None).await
+    }
+
+    /// [`Verifier::verify`], with the verifier's tags kept in the usage event.
+    pub async fn verify_tagged(
+        &self,
+        key: &str,
+        req: &VerifyRequest<'_>,
+        now: Timestamp,
+        tags: Option<Box<UsageTags>>,
+    ) -> Result<Outcome, StoreError> {
+        let started = Instant::now();
         let outcome = match self.step(key, req, now, true) {
             Step::Decided(o) => o,
             step => self.finish(step, req, now, true).await?,
         };
-        self.account(&outcome, now);
+        self.account(&outcome, req, now, started, tags);
         Ok(outcome)
     }
 
@@ -213,9 +235,10 @@ impl Verifier {
         req: &VerifyRequest<'_>,
         now: Timestamp,
     ) -> Option<Outcome> {
+        let started = Instant::now();
         match self.step(key, req, now, true) {
             Step::Decided(o) => {
-                self.account(&o, now);
+                self.account(&o, req, now, started, None);
                 Some(o)
             }
             _ => None,
@@ -236,9 +259,37 @@ impl Verifier {
         }
     }
 
-    /// Metrics and the last-use time of an answered verification.
-    fn account(&self, outcome: &Outcome, now: Timestamp) {
+    /// Metrics, the usage event and the last-use time of an answered verification.
+    fn account(
+        &self,
+        outcome: &Outcome,
+        req: &VerifyRequest<'_>,
+        now: Timestamp,
+        started: Instant,
+        tags: Option<Box<UsageTags>>,
+    ) {
         self.metrics.by_code[outcome.code as usize].increment(1);
+        let valid = outcome.code == VerifyCode::Valid;
+        self.usage.record(PendingEvent {
+            at_micros: now.timestamp_micros(),
+            key: outcome.key.clone(),
+            code: outcome.code,
+            ip: req.ip,
+            latency_us: u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX),
+            exercised: match &outcome.key {
+                Some(k) if valid => exercised_scopes(&k.policy.scopes, req),
+                _ => 0,
+            },
+            // Only refused calls pay for naming what they asked for.
+            requested: if valid {
+                None
+            } else {
+                Some(requested_scopes(req))
+                    .filter(|r| !r.is_empty())
+                    .map(Vec::into_boxed_slice)
+            },
+            tags,
+        });
         if outcome.code == VerifyCode::Valid
             && let Some(k) = &outcome.key
         {

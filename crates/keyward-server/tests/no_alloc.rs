@@ -129,6 +129,8 @@ async fn an_accepted_warm_verification_allocates_nothing() {
         assert_eq!(outcome.code, VerifyCode::Valid);
     }
     assert_eq!(allocations() - before, 0, "the warm VALID path allocated");
+    // ... and yet every one of them was queued as a usage event (no writer runs here).
+    assert_eq!(verifier.usage().depth(), 10_002);
     assert!(
         metrics
             .render()

@@ -20,11 +20,13 @@ pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod usage;
 pub mod vault;
 pub mod webhooks;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use usage::UsageStore;
 pub use vault::VaultStore;
 pub use webhooks::WebhookStore;
 
@@ -83,7 +85,7 @@ pub struct Bootstrap {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static + WebhookStore + VaultStore {
+pub trait Store: Send + Sync + 'static + UsageStore + WebhookStore + VaultStore {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 

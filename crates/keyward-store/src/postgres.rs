@@ -1072,3 +1072,6 @@ fn parse_payload(payload: &str) -> Change {
     }
     Change::Keys(digests)
 }
+
+// After the row macros above, which it uses.
+mod usage;

@@ -1064,3 +1064,6 @@ mod tests {
         assert!(dir.path().join("x.db").is_file());
     }
 }
+
+// After the row macros above, which it uses.
+mod usage;

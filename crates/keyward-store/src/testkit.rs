@@ -24,6 +24,7 @@ use crate::{Bootstrap, Consumed, Store, StoreError};
 
 mod servers;
 pub use servers::{OwnPostgres, OwnRedis, free_port};
+pub mod usage;
 pub mod vault;
 pub mod webhooks;
 
@@ -49,6 +50,9 @@ pub async fn run_all(store: Arc<dyn Store>) {
     record_last_used(s).await;
     audit_log_order(s).await;
     sweep_expired(s).await;
+    usage::usage_counts_match_events(s).await;
+    usage::prune_usage(s).await;
+    usage::posture_inputs(s).await;
 }
 
 // ---------------------------------------------------------------- fixtures

@@ -79,10 +79,18 @@ pub struct Global {
     /// [env: KEYWARD_WEBHOOK_EXPIRING_BEFORE] [default: 7d]
     #[arg(long, global = true, value_name = "DURATION")]
     pub webhook_expiring_before: Option<String>,
+    /// Days raw usage events are kept [env: KEYWARD_USAGE_RETENTION_DAYS] [default: 7]
+    #[arg(long, global = true, value_name = "DAYS")]
+    pub usage_retention_days: Option<String>,
+    /// Days hourly and daily usage rollups are kept
+    /// [env: KEYWARD_USAGE_ROLLUP_RETENTION_DAYS] [default: 400]
+    #[arg(long, global = true, value_name = "DAYS")]
+    pub usage_rollup_retention_days: Option<String>,
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
     /// redis_fallback, webhook_timeout, webhook_max_attempts, webhook_backoff,
-    /// webhook_backoff_cap, webhook_deny_private, webhook_expiring_before; values are
-    /// strings) [env: KEYWARD_CONFIG]
+    /// webhook_backoff_cap, webhook_deny_private, webhook_expiring_before,
+    /// usage_retention_days, usage_rollup_retention_days; values are strings)
+    /// [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the API's JSON instead of tables
@@ -116,6 +124,8 @@ impl Global {
             webhook_backoff_cap: self.webhook_backoff_cap.clone(),
             webhook_deny_private: self.webhook_deny_private.clone(),
             webhook_expiring_before: self.webhook_expiring_before.clone(),
+            usage_retention_days: self.usage_retention_days.clone(),
+            usage_rollup_retention_days: self.usage_rollup_retention_days.clone(),
         }
     }
 }
@@ -145,6 +155,11 @@ pub enum Command {
     Secret(SecretCmd),
     /// Run a command with secrets in its environment; exits with its exit status
     Run(RunArgs),
+    /// Verifications of a key or identity per minute, hour or day, with a chart
+    Usage(crate::usage::UsageArgs),
+    /// Reports: `report posture`
+    #[command(subcommand)]
+    Report(crate::usage::ReportCmd),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -303,6 +303,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<(), CliError> {
                 scopes: non_empty(scopes),
                 permission,
                 ip,
+                tags: None,
             };
             let v = c.verify(&body).await.map_err(|e| ctx.api(e))?;
             if ctx.json {

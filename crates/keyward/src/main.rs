@@ -9,6 +9,7 @@ mod parse;
 mod scan;
 mod server;
 mod settings;
+mod usage;
 mod vault_settings;
 mod webhook_settings;
 
@@ -65,5 +66,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Secret(cmd) => commands::secret(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Run(args) => commands::run(&commands::Ctx::new(&settings, json)?, args).await,
+        Command::Usage(args) => usage::usage(&commands::Ctx::new(&settings, json)?, args).await,
+        Command::Report(cmd) => usage::report(&commands::Ctx::new(&settings, json)?, cmd).await,
     }
 }

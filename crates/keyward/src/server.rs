@@ -22,6 +22,34 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             .map_err(|e| CliError::Usage(format!("invalid --redis-fallback {e}")))?,
         webhooks: crate::webhook_settings::from(settings)?,
         vault: Default::default(),
+        usage: usage_settings(settings)?,
+    })
+}
+
+/// Usage retention from the settings, over the server's defaults.
+fn usage_settings(settings: &Settings) -> Result<keyward_server::usage::UsageSettings, CliError> {
+    let days = |v: &Option<String>, flag: &str, default: u32| match v {
+        None => Ok(default),
+        Some(s) => s
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=36_600).contains(d))
+            .ok_or_else(|| CliError::Usage(format!("invalid --{flag} {s:?}: days, 1 or more"))),
+    };
+    let d = keyward_server::usage::UsageSettings::default();
+    Ok(keyward_server::usage::UsageSettings {
+        raw_retention_days: days(
+            &settings.usage_retention_days,
+            "usage-retention-days",
+            d.raw_retention_days,
+        )?,
+        rollup_retention_days: days(
+            &settings.usage_rollup_retention_days,
+            "usage-rollup-retention-days",
+            d.rollup_retention_days,
+        )?,
+        ..d
     })
 }
 

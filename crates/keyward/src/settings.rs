@@ -33,6 +33,10 @@ pub struct Layer {
     pub webhook_backoff_cap: Option<String>,
     pub webhook_deny_private: Option<String>,
     pub webhook_expiring_before: Option<String>,
+    /// Days raw usage events (and per-minute rollups) are kept.
+    pub usage_retention_days: Option<String>,
+    /// Days per-hour and per-day usage rollups are kept.
+    pub usage_rollup_retention_days: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -45,6 +49,11 @@ impl fmt::Debug for Layer {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("redis_fallback", &self.redis_fallback)
+            .field("usage_retention_days", &self.usage_retention_days)
+            .field(
+                "usage_rollup_retention_days",
+                &self.usage_rollup_retention_days,
+            )
             .finish()
     }
 }
@@ -68,6 +77,8 @@ impl Layer {
             webhook_backoff_cap: get("KEYWARD_WEBHOOK_BACKOFF_CAP"),
             webhook_deny_private: get("KEYWARD_WEBHOOK_DENY_PRIVATE"),
             webhook_expiring_before: get("KEYWARD_WEBHOOK_EXPIRING_BEFORE"),
+            usage_retention_days: get("KEYWARD_USAGE_RETENTION_DAYS"),
+            usage_rollup_retention_days: get("KEYWARD_USAGE_ROLLUP_RETENTION_DAYS"),
         }
     }
 
@@ -112,6 +123,10 @@ pub struct Settings {
     pub webhook_backoff_cap: Option<String>,
     pub webhook_deny_private: Option<String>,
     pub webhook_expiring_before: Option<String>,
+    /// Usage retention in days (`None`: the server's defaults, 7 and 400). Validated when
+    /// `serve` needs them.
+    pub usage_retention_days: Option<String>,
+    pub usage_rollup_retention_days: Option<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -124,6 +139,11 @@ impl fmt::Debug for Settings {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("redis_fallback", &self.redis_fallback)
+            .field("usage_retention_days", &self.usage_retention_days)
+            .field(
+                "usage_rollup_retention_days",
+                &self.usage_rollup_retention_days,
+            )
             .finish()
     }
 }
@@ -155,6 +175,8 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         webhook_backoff_cap: pick(|l| &l.webhook_backoff_cap, layers),
         webhook_deny_private: pick(|l| &l.webhook_deny_private, layers),
         webhook_expiring_before: pick(|l| &l.webhook_expiring_before, layers),
+        usage_retention_days: pick(|l| &l.usage_retention_days, layers),
+        usage_rollup_retention_days: pick(|l| &l.usage_rollup_retention_days, layers),
     }
 }
 

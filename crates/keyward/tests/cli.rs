@@ -879,3 +879,73 @@ fn init_then_serve_postgres() {
     srv.root_key = Some(root_key);
     srv.kw(&["identity", "list"]).ok();
 }
+
+#[test]
+fn usage_and_posture_commands() {
+    let srv = Server::start();
+    let identity = srv.json(&["identity", "create", "--name", "busy", "--owner", "me"]);
+    let identity_id = s(&identity["id"]).to_string();
+    let created = srv.json(&[
+        "key",
+        "create",
+        "--identity",
+        &identity_id,
+        "--scope",
+        "orders:read",
+    ]);
+    let (key, key_id) = (
+        s(&created["key"]).to_string(),
+        s(&created["id"]).to_string(),
+    );
+    for _ in 0..3 {
+        srv.kw(&["key", "verify", &key, "--ip", "10.0.0.7"]).ok();
+    }
+    // The usage writer flushes every 200 ms.
+    let mut usage = Value::Null;
+    for _ in 0..50 {
+        usage = srv.json(&["usage", "--key", &key_id, "--bucket", "minute", "--top"]);
+        if usage["total"]["VALID"] == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(usage["total"]["VALID"], 3, "{usage}");
+    assert_eq!(usage["top"]["sources"][0]["ip"], "10.0.0.7");
+    let table = srv.kw(&["usage", "--identity", &identity_id, "--top"]).ok();
+    assert!(table.stdout.contains("VALID"), "{}", table.stdout);
+    assert!(table.stdout.contains('█'), "no chart:\n{}", table.stdout);
+    assert!(table.stdout.contains("10.0.0.7"), "{}", table.stdout);
+    // Neither or both of --key and --identity is bad usage.
+    srv.kw(&["usage"]).code(2);
+
+    let report = srv.json(&["report", "posture", "--identity", &identity_id]);
+    let findings = &report["identities"][0]["findings"];
+    let kinds: Vec<&str> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| s(&f["kind"]))
+        .collect();
+    assert_eq!(kinds, ["NO_EXPIRY", "NO_IP_RESTRICTION"], "{report}");
+    assert_eq!(report["identities"][0]["score"], 85);
+    let table = srv.kw(&["report", "posture"]).ok();
+    assert!(table.stdout.contains("ADMIN_KEY"), "{}", table.stdout); // the root key
+    assert!(!table.stdout.contains(&key));
+
+    // Retention settings are checked before serving.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = keyward(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--usage-retention-days",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("usage-retention-days"));
+}

@@ -5,8 +5,10 @@ pub mod health;
 pub mod identities;
 pub mod keys;
 pub mod leaks;
+pub mod posture;
 pub mod rotation_policy;
 pub mod secrets;
+pub mod usage;
 pub mod verify;
 pub mod webhooks;
 

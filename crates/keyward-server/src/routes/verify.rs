@@ -39,13 +39,24 @@ pub async fn verify(
         .map(|s| s.trim().parse::<std::net::IpAddr>())
         .transpose()
         .map_err(|_| ApiError::field("ip", "not an IPv4 or IPv6 address"))?;
+    let tags = body
+        .tags
+        .map(|t| {
+            keyward_core::usage::validate_tags(&t)
+                .map(|()| Box::new(t))
+                .map_err(|e| ApiError::field(e.field, e.reason))
+        })
+        .transpose()?;
     let req = VerifyRequest {
         scopes: &scopes,
         permission: permission.as_ref(),
         ip,
     };
     let now = crate::now();
-    let outcome = st.verifier.verify(&body.key, &req, now).await?;
+    let outcome = st
+        .verifier
+        .verify_tagged(&body.key, &req, now, tags)
+        .await?;
     let key = outcome.key.as_deref();
     let rate_limit = match (&outcome.denied, &outcome.allowance) {
         (Some(d), _) => Some(proto::RateLimitStatus {

@@ -1,0 +1,252 @@
+//! Usage recording: every verification becomes a usage event without slowing verify.
+//!
+//! The verifier pushes a fixed-size [`PendingEvent`] into a bounded lock-free ring
+//! ([`crossbeam_queue::ArrayQueue`], allocated once): no lock, no await, and on an
+//! accepted call no allocation (the key is an `Arc` already cached, the exercised scopes
+//! a bitmask over the key's scope list). When the ring is full the event is dropped and
+//! counted (`keyward_usage_events_dropped_total`): verify never waits for the store.
+//!
+//! [`write_usage`] drains the ring every [`FLUSH_EVERY`], resolves the events (ids,
+//! scope names) and writes them in batches (`UsageStore::record_usage`: one transaction
+//! of multi-row inserts per batch). It records the verify latency histogram from the
+//! events, off the hot path. At shutdown it runs after the HTTP server has finished
+//! every request, drains the ring to the end and writes it all: nothing queued is lost.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use keyward_core::VerifyCode;
+use keyward_core::usage::{UsageEvent, UsageTags, scopes_in_mask};
+use keyward_store::Store;
+use keyward_store::usage::RetentionCutoffs;
+use tokio::sync::watch;
+
+use crate::verifier::CachedKey;
+
+/// How often the writer drains the queue.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Events per store transaction.
+const BATCH_MAX: usize = 5_000;
+/// Events kept for a retry while the store is unreachable; older ones are dropped (and
+/// counted) beyond this.
+const UNWRITTEN_MAX: usize = 200_000;
+/// Tries of the final write at shutdown.
+const FINAL_TRIES: u32 = 5;
+
+/// Usage settings of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageSettings {
+    /// Events the in-memory queue holds; more are dropped (and counted).
+    pub queue_capacity: usize,
+    /// Raw events and per-minute rollups are kept this many days.
+    pub raw_retention_days: u32,
+    /// Per-hour and per-day rollups are kept this many days.
+    pub rollup_retention_days: u32,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        UsageSettings {
+            queue_capacity: 128 * 1024,
+            raw_retention_days: 7,
+            rollup_retention_days: 400,
+        }
+    }
+}
+
+impl UsageSettings {
+    /// What the retention job removes at `now`.
+    pub fn cutoffs(&self, now: keyward_core::time::Timestamp) -> RetentionCutoffs {
+        let raw = now - chrono::TimeDelta::days(i64::from(self.raw_retention_days));
+        RetentionCutoffs {
+            raw_before: raw,
+            minute_before: raw,
+            rollup_before: now - chrono::TimeDelta::days(i64::from(self.rollup_retention_days)),
+        }
+    }
+}
+
+/// A verification as the hot path records it: fixed size, nothing to allocate on an
+/// accepted call.
+#[derive(Debug)]
+pub struct PendingEvent {
+    pub at_micros: i64,
+    pub key: Option<Arc<CachedKey>>,
+    pub code: VerifyCode,
+    pub ip: Option<IpAddr>,
+    pub latency_us: u32,
+    /// Accepted calls: the key's granted scopes exercised, by index.
+    pub exercised: u64,
+    /// Refused calls: the scopes asked for (allocated only off the accepted path).
+    pub requested: Option<Box<[String]>>,
+    pub tags: Option<Box<UsageTags>>,
+}
+
+impl PendingEvent {
+    fn resolve(self) -> UsageEvent {
+        let scopes = match (&self.key, self.code, self.requested) {
+            (Some(k), VerifyCode::Valid, _) => scopes_in_mask(&k.policy.scopes, self.exercised),
+            (_, _, Some(r)) => r.into_vec(),
+            _ => Vec::new(),
+        };
+        UsageEvent {
+            at: chrono::DateTime::from_timestamp_micros(self.at_micros).unwrap_or_default(),
+            key_id: self.key.as_ref().map(|k| k.id),
+            identity_id: self.key.as_ref().map(|k| k.identity_id),
+            code: self.code,
+            ip: self.ip,
+            scopes,
+            latency_us: self.latency_us,
+            tags: self.tags.map(|t| *t),
+        }
+    }
+}
+
+/// The queue between the verifier and the writer.
+pub struct UsageRecorder {
+    queue: ArrayQueue<PendingEvent>,
+    dropped: metrics::Counter,
+}
+
+impl std::fmt::Debug for UsageRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageRecorder")
+            .field("queued", &self.queue.len())
+            .finish()
+    }
+}
+
+impl UsageRecorder {
+    pub fn new(capacity: usize) -> UsageRecorder {
+        UsageRecorder {
+            queue: ArrayQueue::new(capacity.max(1)),
+            dropped: metrics::counter!("keyward_usage_events_dropped_total"),
+        }
+    }
+
+    /// Queues an event, or drops and counts it when the queue is full. Never blocks.
+    pub fn record(&self, event: PendingEvent) {
+        if self.queue.push(event).is_err() {
+            self.dropped.increment(1);
+        }
+    }
+
+    /// Events waiting to be written.
+    pub fn depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn drain_into(&self, out: &mut Vec<UsageEvent>, max: usize) {
+        while out.len() < max {
+            match self.queue.pop() {
+                Some(e) => out.push(e.resolve()),
+                None => break,
+            }
+        }
+    }
+}
+
+/// Writes queued events every [`FLUSH_EVERY`] until `stop` turns true, then drains the
+/// queue to the end. Start `stop` only once nothing verifies any more (after the HTTP
+/// server has stopped), so that no event is queued after the final drain.
+pub async fn write_usage(
+    recorder: Arc<UsageRecorder>,
+    store: Arc<dyn Store>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut writer = Writer {
+        recorder,
+        store,
+        unwritten: Vec::new(),
+        latency: metrics::histogram!("keyward_verify_duration_seconds"),
+        depth: metrics::gauge!("keyward_usage_queue_depth"),
+        written: metrics::counter!("keyward_usage_events_written_total"),
+        dropped: metrics::counter!("keyward_usage_events_dropped_total"),
+    };
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        writer.flush().await;
+    }
+    for attempt in 1..=FINAL_TRIES {
+        writer.flush().await;
+        if writer.unwritten.is_empty() && writer.recorder.depth() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+    }
+    tracing::error!(
+        events = writer.unwritten.len() + writer.recorder.depth(),
+        "could not write the last usage events before stopping"
+    );
+}
+
+struct Writer {
+    recorder: Arc<UsageRecorder>,
+    store: Arc<dyn Store>,
+    /// Events drained but not written yet (the store failed): retried first.
+    unwritten: Vec<UsageEvent>,
+    latency: metrics::Histogram,
+    depth: metrics::Gauge,
+    written: metrics::Counter,
+    dropped: metrics::Counter,
+}
+
+impl Writer {
+    /// Writes what is queued, in batches, until the queue is empty or a write fails.
+    async fn flush(&mut self) {
+        loop {
+            let before = self.unwritten.len();
+            self.recorder.drain_into(&mut self.unwritten, BATCH_MAX);
+            for e in &self.unwritten[before..] {
+                self.latency.record(f64::from(e.latency_us) / 1e6);
+            }
+            self.depth.set(self.recorder.depth() as f64);
+            if self.unwritten.is_empty() {
+                return;
+            }
+            let batch = self.unwritten.len().min(BATCH_MAX);
+            match self.store.record_usage(&self.unwritten[..batch]).await {
+                Ok(()) => {
+                    self.unwritten.drain(..batch);
+                    self.written.increment(batch as u64);
+                }
+                Err(e) => {
+                    if self.unwritten.len() > UNWRITTEN_MAX {
+                        let excess = self.unwritten.len() - UNWRITTEN_MAX;
+                        self.unwritten.drain(..excess);
+                        self.dropped.increment(excess as u64);
+                    }
+                    tracing::warn!(error = %e, events = self.unwritten.len(),
+                        "could not write usage events; will retry");
+                    return;
+                }
+            }
+            if self.unwritten.is_empty() && self.recorder.depth() == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// The retention job: removes usage older than the settings keep. Run by the jobs
+/// leader (`jobs.rs`).
+pub async fn enforce_retention(store: &dyn Store, settings: &UsageSettings) {
+    match store.prune_usage(settings.cutoffs(crate::now())).await {
+        Ok(p) if p.events + p.rollups > 0 => {
+            tracing::info!(
+                events = p.events,
+                rollups = p.rollups,
+                "usage retention: removed old usage"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "usage retention failed; will retry"),
+    }
+}

@@ -1,0 +1,325 @@
+//! [`UsageStore`] on the embedded store. Ingestion is what must be fast (100,000+
+//! events/s): a batch is one transaction of multi-row `INSERT`s, with the rollups
+//! aggregated in memory first so each (bucket, key, code) costs one upsert per batch.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sqlx::{QueryBuilder, Sqlite};
+use uuid::Uuid;
+
+use keyward_core::posture::KeyUsage;
+use keyward_core::time::Timestamp;
+use keyward_core::usage::{Bucket, UsageEvent};
+
+use super::{
+    SqliteStore, get, get_time, get_uuid, id_text, identity_from_row, key_from_row, map_err,
+    micros, to_json,
+};
+use crate::Result;
+use crate::usage::{
+    PRUNE_CHUNK, PostureInput, Pruned, RetentionCutoffs, TopKey, TopSource, UsageCount, UsageStore,
+    UsageSubject, parse_code, rollup_rows, scope_uses,
+};
+
+/// Rows per `INSERT` statement: 8 columns × 1000 stays far below SQLite's limit of
+/// 32,766 bound parameters.
+const ROWS_PER_INSERT: usize = 1000;
+
+fn subject_filter(q: &mut QueryBuilder<Sqlite>, subject: Option<UsageSubject>) {
+    match subject {
+        Some(UsageSubject::Key(id)) => {
+            q.push(" AND key_id = ").push_bind(id_text(id));
+        }
+        Some(UsageSubject::Identity(id)) => {
+            q.push(" AND identity_id = ").push_bind(id_text(id));
+        }
+        None => {}
+    }
+}
+
+#[async_trait]
+impl UsageStore for SqliteStore {
+    async fn record_usage(&self, events: &[UsageEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut tags = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                tags.push(e.tags.as_ref().map(to_json).transpose()?);
+            }
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO usage_events \
+                 (at, key_id, identity_id, code, ip, scopes, latency_us, tags) ",
+            );
+            q.push_values(chunk.iter().zip(tags), |mut b, (e, tags)| {
+                b.push_bind(micros(e.at))
+                    .push_bind(e.key_id.map(id_text))
+                    .push_bind(e.identity_id.map(id_text))
+                    .push_bind(e.code.as_str())
+                    .push_bind(e.ip.map(|ip| ip.to_string()))
+                    .push_bind(e.scopes.join(" "))
+                    .push_bind(i64::from(e.latency_us))
+                    .push_bind(tags);
+            });
+            q.build().execute(&mut *tx).await.map_err(map_err)?;
+        }
+        let rollups: Vec<_> = rollup_rows(events).into_iter().collect();
+        for chunk in rollups.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO usage_rollups \
+                 (granularity, start, key_id, identity_id, code, count) ",
+            );
+            q.push_values(
+                chunk,
+                |mut b, ((bucket, start, key, code), (identity, n))| {
+                    b.push_bind(bucket.as_str())
+                        .push_bind(*start)
+                        .push_bind(id_text(*key))
+                        .push_bind(id_text(*identity))
+                        .push_bind(code.as_str())
+                        .push_bind(*n);
+                },
+            );
+            q.push(
+                " ON CONFLICT (granularity, key_id, start, code) \
+                 DO UPDATE SET count = count + excluded.count",
+            );
+            q.build().execute(&mut *tx).await.map_err(map_err)?;
+        }
+        let uses: Vec<_> = scope_uses(events).into_iter().collect();
+        for chunk in uses.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO usage_key_scopes (key_id, scope, last_used_at) ",
+            );
+            q.push_values(chunk, |mut b, ((key, scope), at)| {
+                b.push_bind(id_text(*key))
+                    .push_bind(*scope)
+                    .push_bind(micros(*at));
+            });
+            q.push(
+                " ON CONFLICT (key_id, scope) \
+                 DO UPDATE SET last_used_at = max(last_used_at, excluded.last_used_at)",
+            );
+            q.build().execute(&mut *tx).await.map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn usage_counts(
+        &self,
+        subject: UsageSubject,
+        bucket: Bucket,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageCount>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT start, code, SUM(count) FROM usage_rollups WHERE granularity = ",
+        );
+        q.push_bind(bucket.as_str());
+        subject_filter(&mut q, Some(subject));
+        q.push(" AND start >= ")
+            .push_bind(bucket.start_micros(micros(from)))
+            .push(" AND start < ")
+            .push_bind(micros(to))
+            .push(" GROUP BY start, code ORDER BY start, code");
+        let rows = q.build().fetch_all(&self.reader).await.map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = get(r, 2)?;
+                Ok(UsageCount {
+                    start: get_time(r, 0, "usage_rollups.start")?,
+                    code: parse_code(&get::<String>(r, 1)?)?,
+                    count: n.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn top_sources(
+        &self,
+        subject: Option<UsageSubject>,
+        from: Timestamp,
+        to: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TopSource>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT ip, COUNT(*) AS n FROM usage_events WHERE ip IS NOT NULL AND at >= ",
+        );
+        q.push_bind(micros(from))
+            .push(" AND at < ")
+            .push_bind(micros(to));
+        subject_filter(&mut q, subject);
+        q.push(" GROUP BY ip ORDER BY n DESC, ip LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.reader).await.map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(TopSource {
+                    ip: get(r, 0)?,
+                    count: get::<i64>(r, 1)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn top_keys(
+        &self,
+        identity_id: Option<Uuid>,
+        from: Timestamp,
+        to: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TopKey>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT key_id, identity_id, SUM(count) AS n, \
+             SUM(CASE WHEN code = 'VALID' THEN count ELSE 0 END) \
+             FROM usage_rollups WHERE granularity = 'hour' AND start >= ",
+        );
+        q.push_bind(Bucket::Hour.start_micros(micros(from)))
+            .push(" AND start < ")
+            .push_bind(micros(to));
+        subject_filter(&mut q, identity_id.map(UsageSubject::Identity));
+        q.push(" GROUP BY key_id, identity_id ORDER BY n DESC, key_id LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.reader).await.map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(TopKey {
+                    key_id: get_uuid(r, 0, "usage_rollups.key_id")?,
+                    identity_id: get_uuid(r, 1, "usage_rollups.identity_id")?,
+                    count: get::<i64>(r, 2)?.max(0) as u64,
+                    valid: get::<i64>(r, 3)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_usage(&self, c: RetentionCutoffs) -> Result<Pruned> {
+        let mut pruned = Pruned::default();
+        pruned.events += self
+            .delete_in_chunks(
+                "DELETE FROM usage_events WHERE rowid IN \
+                 (SELECT rowid FROM usage_events WHERE at < ? LIMIT ?)",
+                None,
+                micros(c.raw_before),
+            )
+            .await?;
+        let rollup_delete = "DELETE FROM usage_rollups WHERE (granularity, key_id, start, code) IN \
+             (SELECT granularity, key_id, start, code FROM usage_rollups \
+              WHERE granularity = ? AND start < ? LIMIT ?)";
+        for (bucket, before) in [
+            (Bucket::Minute, c.minute_before),
+            (Bucket::Hour, c.rollup_before),
+            (Bucket::Day, c.rollup_before),
+        ] {
+            pruned.rollups += self
+                .delete_in_chunks(rollup_delete, Some(bucket), micros(before))
+                .await?;
+        }
+        Ok(pruned)
+    }
+
+    async fn posture_inputs(
+        &self,
+        identity_id: Option<Uuid>,
+        since: Timestamp,
+    ) -> Result<Vec<PostureInput>> {
+        // One read transaction: a consistent snapshot of identities, keys and scope uses.
+        let mut tx = self.reader.begin().await.map_err(map_err)?;
+        let id = identity_id.map(id_text);
+        let identities = sqlx::query(concat!(
+            "SELECT ",
+            identity_cols!(),
+            " FROM identities WHERE deleted_at IS NULL AND (?1 IS NULL OR id = ?1) ORDER BY id"
+        ))
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let keys = sqlx::query(concat!(
+            "SELECT ",
+            key_cols!(),
+            " FROM keys k JOIN identities i ON i.id = k.identity_id \
+             WHERE i.deleted_at IS NULL AND k.revoked_at IS NULL \
+             AND (?1 IS NULL OR k.identity_id = ?1) ORDER BY k.id"
+        ))
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let scopes = sqlx::query(
+            "SELECT s.key_id, s.scope FROM usage_key_scopes s JOIN keys k ON k.id = s.key_id \
+             WHERE s.last_used_at >= ?1 AND k.revoked_at IS NULL \
+             AND (?2 IS NULL OR k.identity_id = ?2)",
+        )
+        .bind(micros(since))
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+
+        let mut used: HashMap<Uuid, KeyUsage> = HashMap::new();
+        for r in &scopes {
+            used.entry(get_uuid(r, 0, "usage_key_scopes.key_id")?)
+                .or_default()
+                .exercised
+                .insert(get(r, 1)?);
+        }
+        let mut out: Vec<PostureInput> = identities
+            .iter()
+            .map(|r| {
+                Ok(PostureInput {
+                    identity: identity_from_row(r)?,
+                    keys: vec![],
+                })
+            })
+            .collect::<Result<_>>()?;
+        let index: HashMap<Uuid, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.identity.id, i))
+            .collect();
+        for r in &keys {
+            let k = key_from_row(r)?;
+            let Some(&i) = index.get(&k.identity_id) else {
+                continue;
+            };
+            let usage = used.remove(&k.id).unwrap_or_default();
+            out[i].keys.push((k, usage));
+        }
+        Ok(out)
+    }
+}
+
+impl SqliteStore {
+    /// Runs a `... LIMIT ?` delete until it removes fewer than a chunk, one short write
+    /// transaction per chunk. `bucket`, when given, is bound before the cut-off.
+    async fn delete_in_chunks(
+        &self,
+        sql: &'static str,
+        bucket: Option<Bucket>,
+        before: i64,
+    ) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let mut q = sqlx::query(sql);
+            if let Some(b) = bucket {
+                q = q.bind(b.as_str());
+            }
+            let done = q
+                .bind(before)
+                .bind(PRUNE_CHUNK)
+                .execute(&self.writer)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+            total += done;
+            if done < PRUNE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
