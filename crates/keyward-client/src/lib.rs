@@ -10,6 +10,8 @@
 //! # Ok(()) }
 //! ```
 
+mod audit_chain;
+
 use std::fmt;
 use std::future::Future;
 

@@ -347,3 +347,6 @@ pub struct Health {
 pub struct InitOutput {
     pub root_key: String,
 }
+
+mod audit_chain;
+pub use audit_chain::AuditVerification;

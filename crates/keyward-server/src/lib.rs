@@ -5,6 +5,7 @@
 //! authorisation and field mapping: the decisions live in `keyward-core`, the data in the
 //! `Store`. A PostgreSQL store or a gateway reuses them unchanged.
 
+pub mod audit_signing;
 pub mod auth;
 pub mod cluster;
 pub mod convert;
@@ -41,7 +42,7 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::redis_limits::{RedisDown, RedisLimits};
-use crate::routes::{audit, health, identities, keys, leaks, verify};
+use crate::routes::{audit, audit_verify, health, identities, keys, leaks, verify};
 use crate::state::AppState;
 use crate::verifier::Verifier;
 
@@ -68,6 +69,9 @@ pub struct ServerConfig {
     pub redis_url: Option<String>,
     /// What rate-limited keys get while Redis is unreachable.
     pub redis_down: RedisDown,
+    /// The Ed25519 key file that signs audit checkpoints (`None`: `audit-signing.key`
+    /// in `data_dir` for the embedded store, no signing on PostgreSQL).
+    pub audit_signing_key: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -79,6 +83,7 @@ impl ServerConfig {
             database_url: None,
             redis_url: None,
             redis_down: RedisDown::default(),
+            audit_signing_key: None,
         }
     }
 }
@@ -216,7 +221,8 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/verify", post(verify::verify))
         .route("/leaks", post(leaks::report))
-        .route("/audit", get(audit::list));
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit_verify::verify));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
@@ -266,7 +272,17 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         eprintln!("root key: {}", root.as_str());
     }
     let redis = open_redis(&cfg)?;
-    start_with(store, redis, cfg.listen).await
+    let security = Security {
+        audit_signer: audit_signing::signer_for(&cfg)?.map(Arc::new),
+    };
+    start_secured(store, redis, cfg.listen, security).await
+}
+
+/// What a server adds to guard itself and its record (issue 9).
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Signs audit checkpoints (and verifies them, with its public half).
+    pub audit_signer: Option<Arc<keyward_core::audit_chain::CheckpointSigner>>,
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -280,6 +296,16 @@ pub async fn start_with(
     store: Arc<dyn Store>,
     redis: Option<Arc<RedisLimits>>,
     listen: SocketAddr,
+) -> anyhow::Result<RunningServer> {
+    start_secured(store, redis, listen, Security::default()).await
+}
+
+/// [`start_with`], with the [`Security`] settings.
+pub async fn start_secured(
+    store: Arc<dyn Store>,
+    redis: Option<Arc<RedisLimits>>,
+    listen: SocketAddr,
+    security: Security,
 ) -> anyhow::Result<RunningServer> {
     let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = redis
@@ -295,6 +321,7 @@ pub async fn start_with(
         metrics,
         redis,
         jobs_leader: jobs_leader.clone(),
+        audit_key: security.audit_signer.as_ref().map(|s| s.verifying_key()),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -303,6 +330,9 @@ pub async fn start_with(
     tracing::info!(%addr, "keyward listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let follower = cluster::follow_changes(&*store, verifier.clone(), rx.clone());
+    let checkpoints = security.audit_signer.clone().map(|signer| {
+        audit_signing::spawn_checkpoints(store.clone(), signer, jobs_leader.clone(), rx.clone())
+    });
     let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -319,6 +349,9 @@ pub async fn start_with(
             f.await.context("following the change feed")?;
         }
         jobs.await.context("background jobs")?;
+        if let Some(c) = checkpoints {
+            c.await.context("audit checkpoints")?;
+        }
         tracing::info!("keyward stopped");
         Ok(())
     });

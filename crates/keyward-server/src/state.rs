@@ -18,4 +18,6 @@ pub struct AppState {
     pub redis: Option<Arc<RedisLimits>>,
     /// Whether this node runs the background jobs now (`jobs.rs`).
     pub jobs_leader: Arc<AtomicBool>,
+    /// The public half of the audit checkpoint key, to verify checkpoints with.
+    pub audit_key: Option<keyward_core::audit_chain::VerifyingKey>,
 }

@@ -51,8 +51,13 @@ pub struct Global {
     /// with 503 (closed) [env: KEYWARD_REDIS_FALLBACK] [default: local]
     #[arg(long, global = true, value_name = "local|closed")]
     pub redis_fallback: Option<String>,
+    /// Ed25519 key file that signs audit checkpoints; the same file on every node of a
+    /// cluster [env: KEYWARD_AUDIT_SIGNING_KEY] [default: DIR/audit-signing.key for the
+    /// embedded store]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub audit_signing_key: Option<String>,
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
-    /// redis_fallback) [env: KEYWARD_CONFIG]
+    /// redis_fallback, audit_signing_key) [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the API's JSON instead of tables
@@ -71,6 +76,7 @@ impl Global {
             token: self.token.clone(),
             redis_url: self.redis_url.clone(),
             redis_fallback: self.redis_fallback.clone(),
+            audit_signing_key: self.audit_signing_key.clone(),
         }
     }
 }
@@ -294,6 +300,9 @@ pub enum AuditCmd {
         #[arg(long)]
         all: bool,
     },
+    /// Check the audit log's hash chain and signed checkpoints, reading the store
+    /// directly (--data-dir or --database-url); exits 1 when it is broken
+    Verify,
 }
 
 // ---------------------------------------------------------------- scan

@@ -361,6 +361,8 @@ pub async fn audit(ctx: &Ctx, cmd: AuditCmd) -> Result<(), CliError> {
             };
             ctx.print_page(&page, output::audit);
         }
+        // It reads the store, not the API: dispatched in main.rs before a client exists.
+        AuditCmd::Verify => unreachable!("audit verify is dispatched in main"),
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             .redis_fallback
             .parse()
             .map_err(|e| CliError::Usage(format!("invalid --redis-fallback {e}")))?,
+        audit_signing_key: settings.audit_signing_key.clone(),
     })
 }
 

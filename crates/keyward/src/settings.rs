@@ -26,6 +26,8 @@ pub struct Layer {
     pub redis_url: Option<String>,
     /// `local` or `closed`.
     pub redis_fallback: Option<String>,
+    /// The Ed25519 key file that signs audit checkpoints.
+    pub audit_signing_key: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -38,6 +40,7 @@ impl fmt::Debug for Layer {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("redis_fallback", &self.redis_fallback)
+            .field("audit_signing_key", &self.audit_signing_key)
             .finish()
     }
 }
@@ -55,6 +58,7 @@ impl Layer {
             token: get("KEYWARD_TOKEN"),
             redis_url: get("KEYWARD_REDIS_URL"),
             redis_fallback: get("KEYWARD_REDIS_FALLBACK"),
+            audit_signing_key: get("KEYWARD_AUDIT_SIGNING_KEY"),
         }
     }
 
@@ -92,6 +96,8 @@ pub struct Settings {
     /// While Redis is unreachable: `local` (per-node limits, the default) or `closed`.
     /// Validated when `serve` needs it.
     pub redis_fallback: String,
+    /// The audit checkpoint key file (`None`: the data folder's, for the embedded store).
+    pub audit_signing_key: Option<PathBuf>,
 }
 
 impl fmt::Debug for Settings {
@@ -104,6 +110,7 @@ impl fmt::Debug for Settings {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("redis_fallback", &self.redis_fallback)
+            .field("audit_signing_key", &self.audit_signing_key)
             .finish()
     }
 }
@@ -129,6 +136,7 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         redis_url: pick(|l| &l.redis_url, layers),
         redis_fallback: pick(|l| &l.redis_fallback, layers)
             .unwrap_or_else(|| DEFAULT_REDIS_FALLBACK.into()),
+        audit_signing_key: pick(|l| &l.audit_signing_key, layers).map(PathBuf::from),
     }
 }
 
@@ -180,6 +188,7 @@ mod tests {
             token: Some(format!("token-{tag}")),
             redis_url: Some(format!("redis://{tag}")),
             redis_fallback: Some("closed".into()),
+            audit_signing_key: Some(format!("/keys/{tag}")),
         }
     }
 
@@ -277,6 +286,7 @@ mod tests {
                 token: Some("tok".into()),
                 redis_url: Some("redis://r".into()),
                 redis_fallback: Some("closed".into()),
+                audit_signing_key: None,
             }
         );
     }

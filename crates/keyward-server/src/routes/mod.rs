@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per resource.
 
 pub mod audit;
+pub mod audit_verify;
 pub mod health;
 pub mod identities;
 pub mod keys;
