@@ -16,6 +16,7 @@ use keyward_core::model::{
 };
 use keyward_core::time::Timestamp;
 
+pub mod admins;
 pub mod audit_chain;
 pub mod postgres;
 pub mod sqlite;
@@ -80,7 +81,7 @@ pub struct Bootstrap {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static + audit_chain::AuditChainStore {
+pub trait Store: Send + Sync + 'static + audit_chain::AuditChainStore + admins::AdminStore {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 

@@ -57,6 +57,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+mod admins;
 mod audit_chain;
 
 /// The PostgreSQL store. Cheap to clone (the pool is reference-counted).

@@ -60,6 +60,7 @@ pub struct SqliteStore {
     group: group_commit::GroupCommit,
 }
 
+mod admins;
 mod audit_chain;
 mod group_commit;
 
