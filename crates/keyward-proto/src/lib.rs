@@ -350,3 +350,6 @@ pub struct InitOutput {
 
 mod audit_chain;
 pub use audit_chain::AuditVerification;
+
+mod admins;
+pub use admins::{Admin, AdminList, CreateAdmin, CreateSession, CreatedAdmin, Session};

@@ -25,6 +25,8 @@ pub const KEYS_READ: &str = "keyward:keys:read";
 pub const KEYS_WRITE: &str = "keyward:keys:write";
 pub const AUDIT_READ: &str = "keyward:audit:read";
 pub const LEAKS_REPORT: &str = "keyward:leaks:report";
+
+pub use crate::sessions::require_step_up;
 /// Keyward's own namespace: minting or changing keys that hold it needs `keyward:admin`.
 pub const NAMESPACE: &str = "keyward:";
 
@@ -38,6 +40,9 @@ pub struct Principal {
     /// The TCP peer address.
     pub source_ip: Option<std::net::IpAddr>,
     pub request_id: Option<String>,
+    /// Whether the credential is a human administrator's session (`POST /v1/sessions`),
+    /// which the most sensitive calls make step up (`require_step_up`).
+    pub session: bool,
 }
 
 impl Principal {
@@ -126,6 +131,7 @@ impl FromRequestParts<AppState> for Principal {
                 key: k,
                 source_ip,
                 request_id,
+                session: token.starts_with(crate::sessions::SESSION_PREFIX_),
             }),
             (VerifyCode::Malformed | VerifyCode::NotFound, _) => {
                 Err(ApiError::Unauthorized("unknown credential".into()))

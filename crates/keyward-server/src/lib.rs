@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod redis_limits;
 pub mod routes;
+pub mod sessions;
 pub mod shared_limits;
 pub mod state;
 pub mod verifier;
@@ -42,7 +43,7 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::redis_limits::{RedisDown, RedisLimits};
-use crate::routes::{audit, audit_verify, health, identities, keys, leaks, verify};
+use crate::routes::{admins, audit, audit_verify, health, identities, keys, leaks, verify};
 use crate::state::AppState;
 use crate::verifier::Verifier;
 
@@ -222,7 +223,10 @@ pub fn router(state: AppState) -> Router {
         .route("/verify", post(verify::verify))
         .route("/leaks", post(leaks::report))
         .route("/audit", get(audit::list))
-        .route("/audit/verify", get(audit_verify::verify));
+        .route("/audit/verify", get(audit_verify::verify))
+        .route("/admins", post(admins::create).get(admins::list))
+        .route("/admins/{id}/disable", post(admins::disable))
+        .route("/sessions", post(admins::login));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, audit_verify, health, identities, keys, leaks, verify};
+use crate::routes::{admins, audit, audit_verify, health, identities, keys, leaks, verify};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,7 @@ use crate::routes::{audit, audit_verify, health, identities, keys, leaks, verify
         leaks::report,
         audit::list,
         audit_verify::verify,
+        admins::create, admins::list, admins::disable, admins::login,
         health::healthz, health::readyz, health::metrics, health::openapi,
     ),
     modifiers(&BearerAuth)

@@ -94,4 +94,8 @@ pub trait AdminStore: Send + Sync {
         now: Timestamp,
         audit: &AuditEntry,
     ) -> Result<bool>;
+
+    /// Uses a TOTP step for a step-up check: true (and audit-logged) if it is later than
+    /// the last step used by this enabled administrator; false, writing nothing, if not.
+    async fn use_totp_step(&self, admin_id: Uuid, step: i64, audit: &AuditEntry) -> Result<bool>;
 }

@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per resource.
 
+pub mod admins;
 pub mod audit;
 pub mod audit_verify;
 pub mod health;

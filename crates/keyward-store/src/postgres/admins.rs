@@ -159,4 +159,24 @@ impl AdminStore for PgStore {
         tx.commit().await.map_err(map_err)?;
         Ok(true)
     }
+
+    async fn use_totp_step(&self, admin_id: Uuid, step: i64, audit: &AuditEntry) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let used = sqlx::query(
+            "UPDATE admins SET last_totp_step = $1 WHERE id = $2 AND enabled \
+             AND (last_totp_step IS NULL OR last_totp_step < $1)",
+        )
+        .bind(step)
+        .bind(admin_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if used == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
 }

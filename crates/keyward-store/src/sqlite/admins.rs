@@ -156,4 +156,25 @@ impl AdminStore for SqliteStore {
         tx.commit().await.map_err(map_err)?;
         Ok(true)
     }
+
+    async fn use_totp_step(&self, admin_id: Uuid, step: i64, audit: &AuditEntry) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let used = sqlx::query(
+            "UPDATE admins SET last_totp_step = ? WHERE id = ? AND enabled = 1 \
+             AND (last_totp_step IS NULL OR last_totp_step < ?)",
+        )
+        .bind(step)
+        .bind(id_text(admin_id))
+        .bind(step)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if used == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
 }
