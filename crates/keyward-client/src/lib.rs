@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admins;
 mod audit_chain;
 
 use std::fmt;

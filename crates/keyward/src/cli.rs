@@ -96,6 +96,9 @@ pub enum Command {
     /// Read the audit log
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Manage human administrators (password + TOTP; sessions via POST /v1/sessions)
+    #[command(subcommand)]
+    Admin(crate::admin::AdminCmd),
     /// Find leaked secrets in files, folders and git history; exits 1 when any is found
     Scan(ScanArgs),
 }

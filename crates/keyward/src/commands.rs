@@ -30,7 +30,7 @@ impl Ctx {
         })
     }
 
-    fn api(&self, error: keyward_client::Error) -> CliError {
+    pub(crate) fn api(&self, error: keyward_client::Error) -> CliError {
         CliError::Api {
             error: Box::new(error),
             url: self.url.clone(),

@@ -1,6 +1,7 @@
 //! The `keyward` binary: the server (`serve`, `init`) and the command-line client
 //! (`identity`, `key`, `audit`) and the leak scanner (`scan`). See the contract, "The binary".
 
+mod admin;
 mod audit_verify;
 mod cli;
 mod commands;
@@ -59,6 +60,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Key(cmd) => commands::key(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Audit(AuditCmd::Verify) => audit_verify::run(&settings, json).await,
         Command::Audit(cmd) => commands::audit(&commands::Ctx::new(&settings, json)?, cmd).await,
+        Command::Admin(cmd) => admin::run(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Scan(args) => scan::run(&settings, json, args).await,
     }
 }
