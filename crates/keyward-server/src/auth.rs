@@ -134,7 +134,10 @@ impl FromRequestParts<AppState> for Principal {
                 session: token.starts_with(crate::sessions::SESSION_PREFIX_),
             }),
             (VerifyCode::Malformed | VerifyCode::NotFound, _) => {
-                Err(ApiError::Unauthorized("unknown credential".into()))
+                Err(state.throttle.unknown_bearer(
+                    source_ip,
+                    ApiError::Unauthorized("unknown credential".into()),
+                ))
             }
             (code, _) => Err(ApiError::Unauthorized(format!(
                 "the credential is not valid ({})",

@@ -18,6 +18,7 @@ pub mod routes;
 pub mod sessions;
 pub mod shared_limits;
 pub mod state;
+pub mod throttle;
 pub mod verifier;
 
 mod http_metrics;
@@ -278,6 +279,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let redis = open_redis(&cfg)?;
     let security = Security {
         audit_signer: audit_signing::signer_for(&cfg)?.map(Arc::new),
+        ..Security::default()
     };
     start_secured(store, redis, cfg.listen, security).await
 }
@@ -287,6 +289,8 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
 pub struct Security {
     /// Signs audit checkpoints (and verifies them, with its public half).
     pub audit_signer: Option<Arc<keyward_core::audit_chain::CheckpointSigner>>,
+    /// Allowances for failed logins and unknown credentials.
+    pub throttle: throttle::Limits,
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -326,6 +330,7 @@ pub async fn start_secured(
         redis,
         jobs_leader: jobs_leader.clone(),
         audit_key: security.audit_signer.as_ref().map(|s| s.verifying_key()),
+        throttle: Arc::new(throttle::Throttle::new(security.throttle)),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -40,6 +40,7 @@ async fn start(postgres: bool) -> Node {
     let signer = Arc::new(audit_signing::load_or_create(&dir.path().join("audit.key")).unwrap());
     let security = Security {
         audit_signer: Some(signer.clone()),
+        ..Security::default()
     };
     let server = keyward_server::start_secured(store.clone(), None, cfg.listen, security)
         .await

@@ -207,7 +207,11 @@ pub async fn login(
 ) -> ApiResult<(StatusCode, Json<proto::Session>)> {
     let password = admin::Redacted::new(body.password);
     let code = admin::Redacted::new(body.totp);
-    let refused = || ApiError::Unauthorized("wrong username, password or code".into());
+    st.throttle.before_login(peer.ip(), &body.username)?;
+    let refused = || {
+        st.throttle.login_failed(peer.ip(), &body.username);
+        ApiError::Unauthorized("wrong username, password or code".into())
+    };
     let found = st.store.admin_by_username(&body.username).await?;
     // Unknown users cost the same argon2 work, so timing does not reveal usernames.
     let phc = found
