@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod redis_limits;
 pub mod routes;
+pub mod security_headers;
 pub mod sessions;
 pub mod shared_limits;
 pub mod state;
@@ -74,6 +75,8 @@ pub struct ServerConfig {
     /// The Ed25519 key file that signs audit checkpoints (`None`: `audit-signing.key`
     /// in `data_dir` for the embedded store, no signing on PostgreSQL).
     pub audit_signing_key: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser (CORS); empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -86,6 +89,7 @@ impl ServerConfig {
             redis_url: None,
             redis_down: RedisDown::default(),
             audit_signing_key: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -279,6 +283,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let redis = open_redis(&cfg)?;
     let security = Security {
         audit_signer: audit_signing::signer_for(&cfg)?.map(Arc::new),
+        cors_origins: cfg.cors_origins.clone(),
         ..Security::default()
     };
     start_secured(store, redis, cfg.listen, security).await
@@ -291,6 +296,10 @@ pub struct Security {
     pub audit_signer: Option<Arc<keyward_core::audit_chain::CheckpointSigner>>,
     /// Allowances for failed logins and unknown credentials.
     pub throttle: throttle::Limits,
+    /// Origins allowed to call the API from a browser (CORS); empty: none.
+    pub cors_origins: Vec<String>,
+    /// Send HSTS (when serving HTTPS).
+    pub hsts: bool,
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -344,7 +353,8 @@ pub async fn start_secured(
     });
     let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = security_headers::apply(router(state), security.hsts, &security.cors_origins)?
+        .into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = rx;
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

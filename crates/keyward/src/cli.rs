@@ -56,6 +56,10 @@ pub struct Global {
     /// embedded store]
     #[arg(long, global = true, value_name = "FILE")]
     pub audit_signing_key: Option<String>,
+    /// Origins allowed to call the API from a browser, comma-separated (CORS is closed
+    /// without) [env: KEYWARD_CORS_ORIGIN]
+    #[arg(long, global = true, value_name = "ORIGINS")]
+    pub cors_origin: Option<String>,
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
     /// redis_fallback, audit_signing_key) [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
@@ -77,6 +81,7 @@ impl Global {
             redis_url: self.redis_url.clone(),
             redis_fallback: self.redis_fallback.clone(),
             audit_signing_key: self.audit_signing_key.clone(),
+            cors_origin: self.cors_origin.clone(),
         }
     }
 }

@@ -21,6 +21,15 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             .parse()
             .map_err(|e| CliError::Usage(format!("invalid --redis-fallback {e}")))?,
         audit_signing_key: settings.audit_signing_key.clone(),
+        cors_origins: settings
+            .cors_origin
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect(),
     })
 }
 

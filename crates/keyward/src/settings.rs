@@ -28,6 +28,8 @@ pub struct Layer {
     pub redis_fallback: Option<String>,
     /// The Ed25519 key file that signs audit checkpoints.
     pub audit_signing_key: Option<String>,
+    /// Comma-separated origins allowed to call the API from a browser.
+    pub cors_origin: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -41,6 +43,7 @@ impl fmt::Debug for Layer {
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("redis_fallback", &self.redis_fallback)
             .field("audit_signing_key", &self.audit_signing_key)
+            .field("cors_origin", &self.cors_origin)
             .finish()
     }
 }
@@ -59,6 +62,7 @@ impl Layer {
             redis_url: get("KEYWARD_REDIS_URL"),
             redis_fallback: get("KEYWARD_REDIS_FALLBACK"),
             audit_signing_key: get("KEYWARD_AUDIT_SIGNING_KEY"),
+            cors_origin: get("KEYWARD_CORS_ORIGIN"),
         }
     }
 
@@ -98,6 +102,8 @@ pub struct Settings {
     pub redis_fallback: String,
     /// The audit checkpoint key file (`None`: the data folder's, for the embedded store).
     pub audit_signing_key: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser (CORS); empty: none.
+    pub cors_origin: Option<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -111,6 +117,7 @@ impl fmt::Debug for Settings {
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("redis_fallback", &self.redis_fallback)
             .field("audit_signing_key", &self.audit_signing_key)
+            .field("cors_origin", &self.cors_origin)
             .finish()
     }
 }
@@ -137,6 +144,7 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         redis_fallback: pick(|l| &l.redis_fallback, layers)
             .unwrap_or_else(|| DEFAULT_REDIS_FALLBACK.into()),
         audit_signing_key: pick(|l| &l.audit_signing_key, layers).map(PathBuf::from),
+        cors_origin: pick(|l| &l.cors_origin, layers),
     }
 }
 
@@ -189,6 +197,7 @@ mod tests {
             redis_url: Some(format!("redis://{tag}")),
             redis_fallback: Some("closed".into()),
             audit_signing_key: Some(format!("/keys/{tag}")),
+            cors_origin: None,
         }
     }
 
@@ -287,6 +296,7 @@ mod tests {
                 redis_url: Some("redis://r".into()),
                 redis_fallback: Some("closed".into()),
                 audit_signing_key: None,
+                cors_origin: None,
             }
         );
     }
