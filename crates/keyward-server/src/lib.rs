@@ -20,6 +20,7 @@ pub mod sessions;
 pub mod shared_limits;
 pub mod state;
 pub mod throttle;
+pub mod tls;
 pub mod verifier;
 
 mod http_metrics;
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     pub audit_signing_key: Option<PathBuf>,
     /// Origins allowed to call the API from a browser (CORS); empty: none.
     pub cors_origins: Vec<String>,
+    /// PEM certificate chain and private key: serve HTTPS (and send HSTS).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -90,6 +94,8 @@ impl ServerConfig {
             redis_down: RedisDown::default(),
             audit_signing_key: None,
             cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -286,6 +292,15 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         cors_origins: cfg.cors_origins.clone(),
         ..Security::default()
     };
+    let security = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Security {
+            tls: Some(tls::load(cert, key)?),
+            hsts: true,
+            ..security
+        },
+        (None, None) => security,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    };
     start_secured(store, redis, cfg.listen, security).await
 }
 
@@ -300,6 +315,8 @@ pub struct Security {
     pub cors_origins: Vec<String>,
     /// Send HSTS (when serving HTTPS).
     pub hsts: bool,
+    /// Serve HTTPS with this configuration (`tls::load`); `None`: plain HTTP.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -353,16 +370,34 @@ pub async fn start_secured(
     });
     let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
-    let app = security_headers::apply(router(state), security.hsts, &security.cors_origins)?
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let app = security_headers::apply(router(state), security.hsts, &security.cors_origins)?;
     let mut stop = rx;
+    // Ok: plain HTTP; Err: HTTPS (the two listener types, without a new enum).
+    let listener = match security.tls.clone() {
+        Some(config) => Err(tls::TlsListener::new(listener, config)?),
+        None => Ok(listener),
+    };
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match listener {
+            Err(tls) => axum::serve(
+                tls,
+                app.layer(axum::middleware::from_fn(tls::peer_as_socket_addr))
+                    .into_make_service_with_connect_info::<tls::TlsPeer>(),
+            )
+            .with_graceful_shutdown(stopped)
             .await
-            .context("serving HTTP")?;
+            .context("serving HTTPS")?,
+            Ok(plain) => axum::serve(
+                plain,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .await
+            .context("serving HTTP")?,
+        }
         flusher.await.context("flushing last-use times")?;
         if let Some(f) = follower {
             f.await.context("following the change feed")?;

@@ -60,6 +60,12 @@ pub struct Global {
     /// without) [env: KEYWARD_CORS_ORIGIN]
     #[arg(long, global = true, value_name = "ORIGINS")]
     pub cors_origin: Option<String>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key), and send HSTS [env: KEYWARD_TLS_CERT]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of --tls-cert [env: KEYWARD_TLS_KEY]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<String>,
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
     /// redis_fallback, audit_signing_key) [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
@@ -82,6 +88,8 @@ impl Global {
             redis_fallback: self.redis_fallback.clone(),
             audit_signing_key: self.audit_signing_key.clone(),
             cors_origin: self.cors_origin.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 }

@@ -30,6 +30,8 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             .filter(|o| !o.is_empty())
             .map(str::to_owned)
             .collect(),
+        tls_cert: settings.tls_cert.clone(),
+        tls_key: settings.tls_key.clone(),
     })
 }
 

@@ -30,6 +30,9 @@ pub struct Layer {
     pub audit_signing_key: Option<String>,
     /// Comma-separated origins allowed to call the API from a browser.
     pub cors_origin: Option<String>,
+    /// PEM certificate chain and private key files: serve HTTPS.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -44,6 +47,8 @@ impl fmt::Debug for Layer {
             .field("redis_fallback", &self.redis_fallback)
             .field("audit_signing_key", &self.audit_signing_key)
             .field("cors_origin", &self.cors_origin)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -63,6 +68,8 @@ impl Layer {
             redis_fallback: get("KEYWARD_REDIS_FALLBACK"),
             audit_signing_key: get("KEYWARD_AUDIT_SIGNING_KEY"),
             cors_origin: get("KEYWARD_CORS_ORIGIN"),
+            tls_cert: get("KEYWARD_TLS_CERT"),
+            tls_key: get("KEYWARD_TLS_KEY"),
         }
     }
 
@@ -104,6 +111,9 @@ pub struct Settings {
     pub audit_signing_key: Option<PathBuf>,
     /// Origins allowed to call the API from a browser (CORS); empty: none.
     pub cors_origin: Option<String>,
+    /// PEM certificate chain and private key files: serve HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl fmt::Debug for Settings {
@@ -118,6 +128,8 @@ impl fmt::Debug for Settings {
             .field("redis_fallback", &self.redis_fallback)
             .field("audit_signing_key", &self.audit_signing_key)
             .field("cors_origin", &self.cors_origin)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -145,6 +157,8 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
             .unwrap_or_else(|| DEFAULT_REDIS_FALLBACK.into()),
         audit_signing_key: pick(|l| &l.audit_signing_key, layers).map(PathBuf::from),
         cors_origin: pick(|l| &l.cors_origin, layers),
+        tls_cert: pick(|l| &l.tls_cert, layers).map(PathBuf::from),
+        tls_key: pick(|l| &l.tls_key, layers).map(PathBuf::from),
     }
 }
 
@@ -198,6 +212,8 @@ mod tests {
             redis_fallback: Some("closed".into()),
             audit_signing_key: Some(format!("/keys/{tag}")),
             cors_origin: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 
@@ -297,6 +313,8 @@ mod tests {
                 redis_fallback: Some("closed".into()),
                 audit_signing_key: None,
                 cors_origin: None,
+                tls_cert: None,
+                tls_key: None,
             }
         );
     }
