@@ -6,6 +6,7 @@
 //! `Store`. A PostgreSQL store or a gateway reuses them unchanged.
 
 pub mod audit_signing;
+pub mod audit_stream;
 pub mod auth;
 pub mod cluster;
 pub mod convert;
@@ -81,6 +82,8 @@ pub struct ServerConfig {
     /// PEM certificate chain and private key: serve HTTPS (and send HSTS).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Stream the audit log to this append-only JSON-lines file.
+    pub audit_log_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -96,6 +99,7 @@ impl ServerConfig {
             cors_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            audit_log_file: None,
         }
     }
 }
@@ -290,6 +294,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let security = Security {
         audit_signer: audit_signing::signer_for(&cfg)?.map(Arc::new),
         cors_origins: cfg.cors_origins.clone(),
+        audit_log_file: cfg.audit_log_file.clone(),
         ..Security::default()
     };
     let security = match (&cfg.tls_cert, &cfg.tls_key) {
@@ -317,6 +322,8 @@ pub struct Security {
     pub hsts: bool,
     /// Serve HTTPS with this configuration (`tls::load`); `None`: plain HTTP.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Stream the audit log to this append-only JSON-lines file.
+    pub audit_log_file: Option<PathBuf>,
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -368,6 +375,10 @@ pub async fn start_secured(
     let checkpoints = security.audit_signer.clone().map(|signer| {
         audit_signing::spawn_checkpoints(store.clone(), signer, jobs_leader.clone(), rx.clone())
     });
+    let stream = match security.audit_log_file.clone() {
+        Some(path) => Some(audit_stream::spawn(store.clone(), path, rx.clone())?),
+        None => None,
+    };
     let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
     let app = security_headers::apply(router(state), security.hsts, &security.cors_origins)?;
@@ -405,6 +416,9 @@ pub async fn start_secured(
         jobs.await.context("background jobs")?;
         if let Some(c) = checkpoints {
             c.await.context("audit checkpoints")?;
+        }
+        if let Some(s) = stream {
+            s.await.context("audit log stream")?;
         }
         tracing::info!("keyward stopped");
         Ok(())

@@ -209,3 +209,44 @@ async fn a_stopping_server_signs_the_head() {
     assert_eq!(cp.seq, head);
     assert_eq!(cp.key_id, signer.key_id());
 }
+
+/// `--audit-log-file`: every record, once, in order, as JSON lines; a restarted server
+/// carries on where the file ends.
+#[tokio::test]
+async fn the_log_streams_to_a_json_lines_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("data"));
+    let store = keyward_server::open_store(&cfg).await.unwrap();
+    let root = keyward_server::bootstrap(&*store).await.unwrap().unwrap();
+    let http = reqwest::Client::new();
+    for round in 0..2 {
+        let security = Security {
+            audit_log_file: Some(file.clone()),
+            ..Security::default()
+        };
+        let server = keyward_server::start_secured(store.clone(), None, cfg.listen, security)
+            .await
+            .unwrap();
+        let a = http
+            .post(format!("http://{}/v1/identities", server.addr))
+            .bearer_auth(root.as_str())
+            .json(&json!({"name": format!("svc-{round}"), "owner": "ops"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(a.status(), 201);
+        server.stop().await.unwrap();
+    }
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let stored = store.list_audit(None, 1000).await.unwrap();
+    assert_eq!(lines.len(), stored.len());
+    for (line, r) in lines.iter().zip(&stored) {
+        assert_eq!(line["seq"], r.seq);
+        assert_eq!(line["action"], r.entry.action.as_str());
+    }
+}

@@ -66,6 +66,9 @@ pub struct Global {
     /// PEM private key of --tls-cert [env: KEYWARD_TLS_KEY]
     #[arg(long, global = true, value_name = "FILE")]
     pub tls_key: Option<String>,
+    /// Stream the audit log to this append-only JSON-lines file [env: KEYWARD_AUDIT_LOG_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub audit_log_file: Option<String>,
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
     /// redis_fallback, audit_signing_key) [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
@@ -90,6 +93,7 @@ impl Global {
             cors_origin: self.cors_origin.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            audit_log_file: self.audit_log_file.clone(),
         }
     }
 }

@@ -32,6 +32,7 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             .collect(),
         tls_cert: settings.tls_cert.clone(),
         tls_key: settings.tls_key.clone(),
+        audit_log_file: settings.audit_log_file.clone(),
     })
 }
 

@@ -33,6 +33,8 @@ pub struct Layer {
     /// PEM certificate chain and private key files: serve HTTPS.
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    /// Append-only JSON-lines file the audit log is streamed to.
+    pub audit_log_file: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -49,6 +51,7 @@ impl fmt::Debug for Layer {
             .field("cors_origin", &self.cors_origin)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("audit_log_file", &self.audit_log_file)
             .finish()
     }
 }
@@ -70,6 +73,7 @@ impl Layer {
             cors_origin: get("KEYWARD_CORS_ORIGIN"),
             tls_cert: get("KEYWARD_TLS_CERT"),
             tls_key: get("KEYWARD_TLS_KEY"),
+            audit_log_file: get("KEYWARD_AUDIT_LOG_FILE"),
         }
     }
 
@@ -114,6 +118,8 @@ pub struct Settings {
     /// PEM certificate chain and private key files: serve HTTPS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Append-only JSON-lines file the audit log is streamed to.
+    pub audit_log_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Settings {
@@ -130,6 +136,7 @@ impl fmt::Debug for Settings {
             .field("cors_origin", &self.cors_origin)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("audit_log_file", &self.audit_log_file)
             .finish()
     }
 }
@@ -159,6 +166,7 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         cors_origin: pick(|l| &l.cors_origin, layers),
         tls_cert: pick(|l| &l.tls_cert, layers).map(PathBuf::from),
         tls_key: pick(|l| &l.tls_key, layers).map(PathBuf::from),
+        audit_log_file: pick(|l| &l.audit_log_file, layers).map(PathBuf::from),
     }
 }
 
@@ -214,6 +222,7 @@ mod tests {
             cors_origin: None,
             tls_cert: None,
             tls_key: None,
+            audit_log_file: None,
         }
     }
 
@@ -315,6 +324,7 @@ mod tests {
                 cors_origin: None,
                 tls_cert: None,
                 tls_key: None,
+                audit_log_file: None,
             }
         );
     }
