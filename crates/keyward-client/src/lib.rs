@@ -10,6 +10,9 @@
 //! # Ok(()) }
 //! ```
 
+mod admins;
+mod audit_chain;
+
 use std::fmt;
 use std::future::Future;
 

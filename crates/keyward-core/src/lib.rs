@@ -5,6 +5,8 @@
 //! It is therefore cheap to test exhaustively, and the verify hot path built on it is
 //! predictable.
 
+pub mod admin;
+pub mod audit_chain;
 pub mod code;
 pub mod digest;
 pub mod envelope;

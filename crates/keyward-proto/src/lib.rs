@@ -359,3 +359,8 @@ pub struct InitOutput {
 
 mod webhooks;
 pub use webhooks::*;
+mod audit_chain;
+pub use audit_chain::AuditVerification;
+
+mod admins;
+pub use admins::{Admin, AdminList, CreateAdmin, CreateSession, CreatedAdmin, Session};

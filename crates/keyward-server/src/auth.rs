@@ -29,6 +29,8 @@ pub const WEBHOOKS_READ: &str = "keyward:webhooks:read";
 pub const WEBHOOKS_WRITE: &str = "keyward:webhooks:write";
 /// Usage analytics (`GET /v1/usage`); `keyward:keys:read` satisfies it too.
 pub const USAGE_READ: &str = "keyward:usage:read";
+
+pub use crate::sessions::require_step_up;
 /// Keyward's own namespace: minting or changing keys that hold it needs `keyward:admin`.
 pub const NAMESPACE: &str = "keyward:";
 
@@ -42,6 +44,9 @@ pub struct Principal {
     /// The TCP peer address.
     pub source_ip: Option<std::net::IpAddr>,
     pub request_id: Option<String>,
+    /// Whether the credential is a human administrator's session (`POST /v1/sessions`),
+    /// which the most sensitive calls make step up (`require_step_up`).
+    pub session: bool,
 }
 
 impl Principal {
@@ -130,9 +135,13 @@ impl FromRequestParts<AppState> for Principal {
                 key: k,
                 source_ip,
                 request_id,
+                session: token.starts_with(crate::sessions::SESSION_PREFIX_),
             }),
             (VerifyCode::Malformed | VerifyCode::NotFound, _) => {
-                Err(ApiError::Unauthorized("unknown credential".into()))
+                Err(state.throttle.unknown_bearer(
+                    source_ip,
+                    ApiError::Unauthorized("unknown credential".into()),
+                ))
             }
             (code, _) => Err(ApiError::Unauthorized(format!(
                 "the credential is not valid ({})",

@@ -5,6 +5,8 @@
 //! authorisation and field mapping: the decisions live in `keyward-core`, the data in the
 //! `Store`. A PostgreSQL store or a gateway reuses them unchanged.
 
+pub mod audit_signing;
+pub mod audit_stream;
 pub mod auth;
 pub mod cluster;
 pub mod convert;
@@ -14,8 +16,12 @@ pub mod jobs;
 pub mod openapi;
 pub mod redis_limits;
 pub mod routes;
+pub mod security_headers;
+pub mod sessions;
 pub mod shared_limits;
 pub mod state;
+pub mod throttle;
+pub mod tls;
 pub mod usage;
 pub mod vault;
 pub mod vault_jobs;
@@ -46,8 +52,8 @@ use zeroize::Zeroizing;
 use crate::error::ApiError;
 use crate::redis_limits::{RedisDown, RedisLimits};
 use crate::routes::{
-    audit, health, identities, keys, leaks, posture, rotation_policy, secrets, verify,
-    webhooks as webhook_routes,
+    admins, audit, audit_verify, health, identities, keys, leaks, posture, rotation_policy,
+    secrets, verify, webhooks as webhook_routes,
 };
 use crate::state::AppState;
 use crate::verifier::Verifier;
@@ -81,6 +87,16 @@ pub struct ServerConfig {
     pub vault: vault::VaultConfig,
     /// Usage events: queue size and retention.
     pub usage: usage::UsageSettings,
+    /// The Ed25519 key file that signs audit checkpoints (`None`: `audit-signing.key`
+    /// in `data_dir` for the embedded store, no signing on PostgreSQL).
+    pub audit_signing_key: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser (CORS); empty: none.
+    pub cors_origins: Vec<String>,
+    /// PEM certificate chain and private key: serve HTTPS (and send HSTS).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Stream the audit log to this append-only JSON-lines file.
+    pub audit_log_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -95,6 +111,11 @@ impl ServerConfig {
             webhooks: webhooks::WebhookSettings::default(),
             vault: vault::VaultConfig::default(),
             usage: usage::UsageSettings::default(),
+            audit_signing_key: None,
+            cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            audit_log_file: None,
         }
     }
 }
@@ -255,7 +276,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/usage", get(routes::usage::usage))
         .route("/usage/top", get(routes::usage::top))
-        .route("/reports/posture", get(posture::report));
+        .route("/reports/posture", get(posture::report))
+        .route("/audit/verify", get(audit_verify::verify))
+        .route("/admins", post(admins::create).get(admins::list))
+        .route("/admins/{id}/disable", post(admins::disable))
+        .route("/sessions", post(admins::login));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
@@ -304,11 +329,27 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     // Only the default embedded store may keep an auto-created master key next to it.
     let embedded = matches!(cfg.database_url.as_deref(), None | Some(""));
     let vault = vault::load_shared(&cfg.vault, embedded.then_some(cfg.data_dir.as_path()))?;
+    let security = Security {
+        audit_signer: audit_signing::signer_for(&cfg)?.map(Arc::new),
+        cors_origins: cfg.cors_origins.clone(),
+        audit_log_file: cfg.audit_log_file.clone(),
+        ..Security::default()
+    };
+    let security = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Security {
+            tls: Some(tls::load(cert, key)?),
+            hsts: true,
+            ..security
+        },
+        (None, None) => security,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    };
     let parts = Parts {
         redis,
         webhooks: cfg.webhooks,
         vault,
         usage: cfg.usage,
+        security,
     };
     let root = bootstrap(&*store).await?;
     let started = start_with_parts(store, parts, cfg.listen).await;
@@ -319,6 +360,23 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         eprintln!("root key: {}", root.as_str());
     }
     started
+}
+
+/// What a server adds to guard itself and its record (issue 9).
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Signs audit checkpoints (and verifies them, with its public half).
+    pub audit_signer: Option<Arc<keyward_core::audit_chain::CheckpointSigner>>,
+    /// Allowances for failed logins and unknown credentials.
+    pub throttle: throttle::Limits,
+    /// Origins allowed to call the API from a browser (CORS); empty: none.
+    pub cors_origins: Vec<String>,
+    /// Send HSTS (when serving HTTPS).
+    pub hsts: bool,
+    /// Serve HTTPS with this configuration (`tls::load`); `None`: plain HTTP.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Stream the audit log to this append-only JSON-lines file.
+    pub audit_log_file: Option<PathBuf>,
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -340,7 +398,7 @@ pub async fn start_with(
     start_with_parts(store, parts, listen).await
 }
 
-/// What a server has beyond its store; each part off by default.
+/// What a server has beyond its store; each part off (or at its defaults) by default.
 #[derive(Default)]
 pub struct Parts {
     /// Rate limits shared through this Redis.
@@ -351,6 +409,8 @@ pub struct Parts {
     pub vault: Option<Arc<vault::Vault>>,
     /// Usage events: queue size and retention.
     pub usage: usage::UsageSettings,
+    /// TLS, headers, throttling, audit checkpoints and streaming.
+    pub security: Security,
 }
 
 /// Serves an already opened store with these parts on `listen`, in a background task.
@@ -364,6 +424,7 @@ pub async fn start_with_parts(
         webhooks: webhook_settings,
         vault,
         usage: usage_settings,
+        security,
     } = parts;
     let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = redis
@@ -380,6 +441,8 @@ pub async fn start_with_parts(
         redis,
         jobs_leader: jobs_leader.clone(),
         vault: vault.clone(),
+        audit_key: security.audit_signer.as_ref().map(|s| s.verifying_key()),
+        throttle: Arc::new(throttle::Throttle::new(security.throttle)),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -401,7 +464,12 @@ pub async fn start_with_parts(
         jobs_leader.clone(),
         rx.clone(),
     );
-    let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone(), usage_settings);
+    let jobs = jobs::spawn(
+        store.clone(),
+        jobs_leader.clone(),
+        rx.clone(),
+        usage_settings,
+    );
     // The usage writer stops only once the HTTP server has finished every request, so
     // its last drain sees every event.
     let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
@@ -410,16 +478,42 @@ pub async fn start_with_parts(
         store.clone(),
         usage_stopped,
     ));
+    let checkpoints = security.audit_signer.clone().map(|signer| {
+        audit_signing::spawn_checkpoints(store.clone(), signer, jobs_leader.clone(), rx.clone())
+    });
+    let stream = match security.audit_log_file.clone() {
+        Some(path) => Some(audit_stream::spawn(store.clone(), path, rx.clone())?),
+        None => None,
+    };
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = security_headers::apply(router(state), security.hsts, &security.cors_origins)?;
     let mut stop = rx;
+    // Ok: plain HTTP; Err: HTTPS (the two listener types, without a new enum).
+    let listener = match security.tls.clone() {
+        Some(config) => Err(tls::TlsListener::new(listener, config)?),
+        None => Ok(listener),
+    };
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match listener {
+            Err(tls) => axum::serve(
+                tls,
+                app.layer(axum::middleware::from_fn(tls::peer_as_socket_addr))
+                    .into_make_service_with_connect_info::<tls::TlsPeer>(),
+            )
+            .with_graceful_shutdown(stopped)
             .await
-            .context("serving HTTP")?;
+            .context("serving HTTPS")?,
+            Ok(plain) => axum::serve(
+                plain,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .await
+            .context("serving HTTP")?,
+        }
         let _ = usage_stop.send(true);
         usage_writer.await.context("writing usage events")?;
         flusher.await.context("flushing last-use times")?;
@@ -429,6 +523,12 @@ pub async fn start_with_parts(
         jobs.await.context("background jobs")?;
         deliveries.await.context("webhook delivery")?;
         vault_jobs.await.context("vault jobs")?;
+        if let Some(c) = checkpoints {
+            c.await.context("audit checkpoints")?;
+        }
+        if let Some(s) = stream {
+            s.await.context("audit log stream")?;
+        }
         tracing::info!("keyward stopped");
         Ok(())
     });

@@ -4,8 +4,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, health, identities, keys, leaks, posture, rotation_policy, secrets, usage, verify,
-    webhooks,
+    admins, audit, audit_verify, health, identities, keys, leaks, posture, rotation_policy,
+    secrets, usage, verify, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -21,6 +21,8 @@ use crate::routes::{
         secrets::put, secrets::get, secrets::delete, secrets::list,
         rotation_policy::put, rotation_policy::show, rotation_policy::delete,
         usage::usage, usage::top, posture::report,
+        audit_verify::verify,
+        admins::create, admins::list, admins::disable, admins::login,
         health::healthz, health::readyz, health::metrics, health::openapi,
         webhooks::create, webhooks::list, webhooks::show, webhooks::delete, webhooks::deliveries,
     ),

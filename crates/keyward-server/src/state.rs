@@ -20,4 +20,8 @@ pub struct AppState {
     pub jobs_leader: Arc<AtomicBool>,
     /// The secrets vault; `None` when no master key is configured (it stays off).
     pub vault: Option<Arc<crate::vault::Vault>>,
+    /// The public half of the audit checkpoint key, to verify checkpoints with.
+    pub audit_key: Option<keyward_core::audit_chain::VerifyingKey>,
+    /// Failed logins and unknown credentials (`throttle.rs`).
+    pub throttle: Arc<crate::throttle::Throttle>,
 }

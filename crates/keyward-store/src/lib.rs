@@ -16,6 +16,8 @@ use keyward_core::model::{
 };
 use keyward_core::time::Timestamp;
 
+pub mod admins;
+pub mod audit_chain;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testkit")]
@@ -85,7 +87,16 @@ pub struct Bootstrap {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static + UsageStore + WebhookStore + VaultStore {
+pub trait Store:
+    Send
+    + Sync
+    + 'static
+    + UsageStore
+    + WebhookStore
+    + VaultStore
+    + audit_chain::AuditChainStore
+    + admins::AdminStore
+{
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 

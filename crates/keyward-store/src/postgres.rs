@@ -59,6 +59,9 @@ mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+mod admins;
+mod audit_chain;
+
 /// The PostgreSQL store. Cheap to clone (the pool is reference-counted).
 #[derive(Clone, Debug)]
 pub struct PgStore {
@@ -88,7 +91,9 @@ impl PgStore {
             sqlx::migrate::MigrateError::Execute(e) => map_err(e),
             other => StoreError::Unavailable(format!("migration failed: {other}")),
         })?;
-        Ok(PgStore { pool })
+        let store = PgStore { pool };
+        audit_chain::backfill(&store).await?;
+        Ok(store)
     }
 
     /// The connection pool (for the cluster machinery: listeners, advisory locks).
@@ -263,21 +268,8 @@ async fn insert_audit(conn: &mut PgConnection, a: &AuditEntry) -> Result<()> {
         .execute(&mut *conn)
         .await
         .map_err(map_err)?;
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, target, request_id, source_ip, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7::json)",
-    )
-    .bind(a.at)
-    .bind(&a.actor)
-    .bind(&a.action)
-    .bind(&a.target)
-    .bind(&a.request_id)
-    .bind(&a.source_ip)
-    .bind(to_json(&a.detail)?)
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
-    Ok(())
+    // With its chain hash (see `postgres/audit_chain.rs`).
+    audit_chain::insert_chained(conn, a).await
 }
 
 /// Tells every node (at commit) that these keys changed.

@@ -63,6 +63,8 @@ pub struct SqliteStore {
     sync_reader: Option<std::sync::Arc<sync_read::SyncReader>>,
 }
 
+mod admins;
+mod audit_chain;
 mod group_commit;
 mod webhooks;
 
@@ -135,6 +137,7 @@ impl SqliteStore {
                 .await
                 .map_err(map_err)?
         };
+        audit_chain::backfill(&writer).await?;
         let group = group_commit::GroupCommit::start(writer.clone());
         Ok(SqliteStore {
             writer,
@@ -398,22 +401,9 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord> {
 
 // ---------------------------------------------------------------- statements on a transaction
 
+/// Appends an audit entry with its chain hash (see `sqlite/audit_chain.rs`).
 async fn insert_audit(conn: &mut SqliteConnection, a: &AuditEntry) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, target, request_id, source_ip, detail) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(micros(a.at))
-    .bind(&a.actor)
-    .bind(&a.action)
-    .bind(&a.target)
-    .bind(&a.request_id)
-    .bind(&a.source_ip)
-    .bind(to_json(&a.detail)?)
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
-    Ok(())
+    audit_chain::insert_chained(conn, a).await
 }
 
 async fn insert_identity(conn: &mut SqliteConnection, i: &Identity) -> Result<()> {

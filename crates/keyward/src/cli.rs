@@ -86,11 +86,29 @@ pub struct Global {
     /// [env: KEYWARD_USAGE_ROLLUP_RETENTION_DAYS] [default: 400]
     #[arg(long, global = true, value_name = "DAYS")]
     pub usage_rollup_retention_days: Option<String>,
+    /// Ed25519 key file that signs audit checkpoints; the same file on every node of a
+    /// cluster [env: KEYWARD_AUDIT_SIGNING_KEY] [default: DIR/audit-signing.key for the
+    /// embedded store]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub audit_signing_key: Option<String>,
+    /// Origins allowed to call the API from a browser, comma-separated (CORS is closed
+    /// without) [env: KEYWARD_CORS_ORIGIN]
+    #[arg(long, global = true, value_name = "ORIGINS")]
+    pub cors_origin: Option<String>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key), and send HSTS [env: KEYWARD_TLS_CERT]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of --tls-cert [env: KEYWARD_TLS_KEY]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// Stream the audit log to this append-only JSON-lines file [env: KEYWARD_AUDIT_LOG_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub audit_log_file: Option<String>,
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
     /// redis_fallback, webhook_timeout, webhook_max_attempts, webhook_backoff,
     /// webhook_backoff_cap, webhook_deny_private, webhook_expiring_before,
-    /// usage_retention_days, usage_rollup_retention_days; values are strings)
-    /// [env: KEYWARD_CONFIG]
+    /// usage_retention_days, usage_rollup_retention_days, audit_signing_key, cors_origin,
+    /// tls_cert, tls_key, audit_log_file; values are strings) [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the API's JSON instead of tables
@@ -126,6 +144,11 @@ impl Global {
             webhook_expiring_before: self.webhook_expiring_before.clone(),
             usage_retention_days: self.usage_retention_days.clone(),
             usage_rollup_retention_days: self.usage_rollup_retention_days.clone(),
+            audit_signing_key: self.audit_signing_key.clone(),
+            cors_origin: self.cors_origin.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            audit_log_file: self.audit_log_file.clone(),
         }
     }
 }
@@ -145,6 +168,9 @@ pub enum Command {
     /// Read the audit log
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Manage human administrators (password + TOTP; sessions via POST /v1/sessions)
+    #[command(subcommand)]
+    Admin(crate::admin::AdminCmd),
     /// Find leaked secrets in files, folders and git history; exits 1 when any is found
     Scan(ScanArgs),
     /// Manage webhooks: signed POSTs of key events to a URL
@@ -365,6 +391,9 @@ pub enum AuditCmd {
         #[arg(long)]
         all: bool,
     },
+    /// Check the audit log's hash chain and signed checkpoints, reading the store
+    /// directly (--data-dir or --database-url); exits 1 when it is broken
+    Verify,
 }
 
 // ---------------------------------------------------------------- scan

@@ -1,6 +1,8 @@
 //! The `keyward` binary: the server (`serve`, `init`) and the command-line client
 //! (`identity`, `key`, `audit`) and the leak scanner (`scan`). See the contract, "The binary".
 
+mod admin;
+mod audit_verify;
 mod cli;
 mod commands;
 mod error;
@@ -17,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{AuditCmd, Cli, Command};
 use crate::error::CliError;
 
 /// mimalloc: the server allocates small, short-lived buffers on every request, where
@@ -59,7 +61,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             commands::identity(&commands::Ctx::new(&settings, json)?, cmd).await
         }
         Command::Key(cmd) => commands::key(&commands::Ctx::new(&settings, json)?, cmd).await,
+        Command::Audit(AuditCmd::Verify) => audit_verify::run(&settings, json).await,
         Command::Audit(cmd) => commands::audit(&commands::Ctx::new(&settings, json)?, cmd).await,
+        Command::Admin(cmd) => admin::run(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Scan(args) => scan::run(&settings, json, args).await,
         Command::Webhook(cmd) => {
             commands::webhook::run(&commands::Ctx::new(&settings, json)?, cmd).await

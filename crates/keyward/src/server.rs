@@ -23,6 +23,19 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
         webhooks: crate::webhook_settings::from(settings)?,
         vault: Default::default(),
         usage: usage_settings(settings)?,
+        audit_signing_key: settings.audit_signing_key.clone(),
+        cors_origins: settings
+            .cors_origin
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        tls_cert: settings.tls_cert.clone(),
+        tls_key: settings.tls_key.clone(),
+        audit_log_file: settings.audit_log_file.clone(),
     })
 }
 

@@ -37,6 +37,15 @@ pub struct Layer {
     pub usage_retention_days: Option<String>,
     /// Days per-hour and per-day usage rollups are kept.
     pub usage_rollup_retention_days: Option<String>,
+    /// The Ed25519 key file that signs audit checkpoints.
+    pub audit_signing_key: Option<String>,
+    /// Comma-separated origins allowed to call the API from a browser.
+    pub cors_origin: Option<String>,
+    /// PEM certificate chain and private key files: serve HTTPS.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// Append-only JSON-lines file the audit log is streamed to.
+    pub audit_log_file: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -54,6 +63,11 @@ impl fmt::Debug for Layer {
                 "usage_rollup_retention_days",
                 &self.usage_rollup_retention_days,
             )
+            .field("audit_signing_key", &self.audit_signing_key)
+            .field("cors_origin", &self.cors_origin)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("audit_log_file", &self.audit_log_file)
             .finish()
     }
 }
@@ -79,6 +93,11 @@ impl Layer {
             webhook_expiring_before: get("KEYWARD_WEBHOOK_EXPIRING_BEFORE"),
             usage_retention_days: get("KEYWARD_USAGE_RETENTION_DAYS"),
             usage_rollup_retention_days: get("KEYWARD_USAGE_ROLLUP_RETENTION_DAYS"),
+            audit_signing_key: get("KEYWARD_AUDIT_SIGNING_KEY"),
+            cors_origin: get("KEYWARD_CORS_ORIGIN"),
+            tls_cert: get("KEYWARD_TLS_CERT"),
+            tls_key: get("KEYWARD_TLS_KEY"),
+            audit_log_file: get("KEYWARD_AUDIT_LOG_FILE"),
         }
     }
 
@@ -127,6 +146,15 @@ pub struct Settings {
     /// `serve` needs them.
     pub usage_retention_days: Option<String>,
     pub usage_rollup_retention_days: Option<String>,
+    /// The audit checkpoint key file (`None`: the data folder's, for the embedded store).
+    pub audit_signing_key: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser (CORS); empty: none.
+    pub cors_origin: Option<String>,
+    /// PEM certificate chain and private key files: serve HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Append-only JSON-lines file the audit log is streamed to.
+    pub audit_log_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Settings {
@@ -144,6 +172,11 @@ impl fmt::Debug for Settings {
                 "usage_rollup_retention_days",
                 &self.usage_rollup_retention_days,
             )
+            .field("audit_signing_key", &self.audit_signing_key)
+            .field("cors_origin", &self.cors_origin)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("audit_log_file", &self.audit_log_file)
             .finish()
     }
 }
@@ -177,6 +210,11 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         webhook_expiring_before: pick(|l| &l.webhook_expiring_before, layers),
         usage_retention_days: pick(|l| &l.usage_retention_days, layers),
         usage_rollup_retention_days: pick(|l| &l.usage_rollup_retention_days, layers),
+        audit_signing_key: pick(|l| &l.audit_signing_key, layers).map(PathBuf::from),
+        cors_origin: pick(|l| &l.cors_origin, layers),
+        tls_cert: pick(|l| &l.tls_cert, layers).map(PathBuf::from),
+        tls_key: pick(|l| &l.tls_key, layers).map(PathBuf::from),
+        audit_log_file: pick(|l| &l.audit_log_file, layers).map(PathBuf::from),
     }
 }
 
@@ -228,6 +266,11 @@ mod tests {
             token: Some(format!("token-{tag}")),
             redis_url: Some(format!("redis://{tag}")),
             redis_fallback: Some("closed".into()),
+            audit_signing_key: Some(format!("/keys/{tag}")),
+            cors_origin: None,
+            tls_cert: None,
+            tls_key: None,
+            audit_log_file: None,
             ..Layer::default()
         }
     }
@@ -326,6 +369,11 @@ mod tests {
                 token: Some("tok".into()),
                 redis_url: Some("redis://r".into()),
                 redis_fallback: Some("closed".into()),
+                audit_signing_key: None,
+                cors_origin: None,
+                tls_cert: None,
+                tls_key: None,
+                audit_log_file: None,
                 ..Layer::default()
             }
         );

@@ -68,6 +68,7 @@ fn key_name(name: Option<String>) -> Result<Option<String>, FieldError> {
 pub async fn create(
     State(st): State<AppState>,
     who: Principal,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<proto::CreateKey>,
 ) -> ApiResult<(StatusCode, Json<proto::CreatedKey>)> {
     who.require(KEYS_WRITE)?;
@@ -79,6 +80,9 @@ pub async fn create(
     };
     let scopes = validate::scopes(&body.scopes.unwrap_or_default())?;
     who.require_admin_for(&scopes)?;
+    if keyward_core::scope::any_grants(&scopes, crate::auth::ADMIN) {
+        crate::auth::require_step_up(&who, &headers, &st).await?;
+    }
     let expires_at = validate::expiry(body.expires_at, body.ttl_seconds, now)?;
     let ip_allowlist = ip_allowlist(&body.ip_allowlist.unwrap_or_default())?;
     let rate_limits = rate_limits(body.rate_limits.unwrap_or_default())?;

@@ -1,6 +1,8 @@
 //! The HTTP routes, one module per resource.
 
+pub mod admins;
 pub mod audit;
+pub mod audit_verify;
 pub mod health;
 pub mod identities;
 pub mod keys;
