@@ -347,3 +347,8 @@ pub struct Health {
 pub struct InitOutput {
     pub root_key: String,
 }
+
+pub mod tokens;
+pub use tokens::{
+    CreateToken, IntrospectToken, Jwk, Jwks, TokenClaims, TokenCreated, TokenIntrospection,
+};

@@ -8,7 +8,8 @@
 //! mark), so the brief overlap of a leader cut off from PostgreSQL is harmless.
 //!
 //! Jobs: the expiry sweep (`Store::sweep_expired`, every [`SWEEP_EVERY`]), which records
-//! `key.expire` in the audit log when a key's expiry passes.
+//! `key.expire` in the audit log when a key's expiry passes; token signing-key rotation
+//! (`SigningKeys::rotate_if_due`, checked every [`SWEEP_EVERY`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,7 @@ pub fn spawn(
     store: Arc<dyn Store>,
     leader: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
+    (signing_keys, rotate_every): (Arc<crate::tokens::SigningKeys>, Duration),
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let gauge = metrics::gauge!("keyward_jobs_leader");
@@ -73,6 +75,9 @@ pub fn spawn(
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "expiry sweep failed; will retry"),
+                }
+                if let Err(e) = signing_keys.rotate_if_due(crate::now(), rotate_every).await {
+                    tracing::warn!(error = %e, "token signing key rotation failed; will retry");
                 }
             }
         }

@@ -16,6 +16,7 @@ pub mod redis_limits;
 pub mod routes;
 pub mod shared_limits;
 pub mod state;
+pub mod tokens;
 pub mod verifier;
 
 mod http_metrics;
@@ -41,7 +42,7 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::redis_limits::{RedisDown, RedisLimits};
-use crate::routes::{audit, health, identities, keys, leaks, verify};
+use crate::routes::{audit, health, identities, keys, leaks, tokens as token_routes, verify};
 use crate::state::AppState;
 use crate::verifier::Verifier;
 
@@ -68,6 +69,8 @@ pub struct ServerConfig {
     pub redis_url: Option<String>,
     /// What rate-limited keys get while Redis is unreachable.
     pub redis_down: RedisDown,
+    /// How often the jobs leader makes a new token signing key current.
+    pub token_key_rotation: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -79,6 +82,7 @@ impl ServerConfig {
             database_url: None,
             redis_url: None,
             redis_down: RedisDown::default(),
+            token_key_rotation: tokens::DEFAULT_ROTATION,
         }
     }
 }
@@ -216,13 +220,16 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/verify", post(verify::verify))
         .route("/leaks", post(leaks::report))
-        .route("/audit", get(audit::list));
+        .route("/audit", get(audit::list))
+        .route("/tokens", post(token_routes::create))
+        .route("/tokens/introspect", post(token_routes::introspect));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
+        .route("/.well-known/jwks.json", get(token_routes::jwks))
         .fallback(|| async { ApiError::NotFound("no such path".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -266,7 +273,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         eprintln!("root key: {}", root.as_str());
     }
     let redis = open_redis(&cfg)?;
-    start_with(store, redis, cfg.listen).await
+    start_with_rotation(store, redis, cfg.listen, cfg.token_key_rotation).await
 }
 
 /// Serves an already opened store on `listen`, in a background task.
@@ -281,6 +288,16 @@ pub async fn start_with(
     redis: Option<Arc<RedisLimits>>,
     listen: SocketAddr,
 ) -> anyhow::Result<RunningServer> {
+    start_with_rotation(store, redis, listen, tokens::DEFAULT_ROTATION).await
+}
+
+/// As [`start_with`], with token signing keys rotated every `token_key_rotation`.
+pub async fn start_with_rotation(
+    store: Arc<dyn Store>,
+    redis: Option<Arc<RedisLimits>>,
+    listen: SocketAddr,
+    token_key_rotation: std::time::Duration,
+) -> anyhow::Result<RunningServer> {
     let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = redis
         .clone()
@@ -289,12 +306,14 @@ pub async fn start_with(
     let metrics = metrics_handle();
     let (verifier, last_used) =
         Verifier::with_shared_limiter(store.clone(), CACHE_CAPACITY, shared);
+    let signing_keys = tokens::SigningKeys::new(store.clone());
     let state = AppState {
         store: store.clone(),
         verifier: verifier.clone(),
         metrics,
         redis,
         jobs_leader: jobs_leader.clone(),
+        tokens: signing_keys.clone(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -303,7 +322,12 @@ pub async fn start_with(
     tracing::info!(%addr, "keyward listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let follower = cluster::follow_changes(&*store, verifier.clone(), rx.clone());
-    let jobs = jobs::spawn(store.clone(), jobs_leader, rx.clone());
+    let jobs = jobs::spawn(
+        store.clone(),
+        jobs_leader,
+        rx.clone(),
+        (signing_keys, token_key_rotation),
+    );
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = rx;

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, health, identities, keys, leaks, verify};
+use crate::routes::{audit, health, identities, keys, leaks, tokens, verify};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,7 @@ use crate::routes::{audit, health, identities, keys, leaks, verify};
         verify::verify,
         leaks::report,
         audit::list,
+        tokens::create, tokens::introspect, tokens::jwks,
         health::healthz, health::readyz, health::metrics, health::openapi,
     ),
     modifiers(&BearerAuth)

@@ -18,4 +18,6 @@ pub struct AppState {
     pub redis: Option<Arc<RedisLimits>>,
     /// Whether this node runs the background jobs now (`jobs.rs`).
     pub jobs_leader: Arc<AtomicBool>,
+    /// The keys that sign short-lived tokens.
+    pub tokens: Arc<crate::tokens::SigningKeys>,
 }

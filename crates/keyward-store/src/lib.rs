@@ -20,9 +20,11 @@ pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tokens;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use tokens::{SigningKeyRecord, TokenStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -79,7 +81,7 @@ pub struct Bootstrap {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + 'static + TokenStore {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 

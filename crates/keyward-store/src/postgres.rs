@@ -57,6 +57,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+mod tokens;
+
 /// The PostgreSQL store. Cheap to clone (the pool is reference-counted).
 #[derive(Clone, Debug)]
 pub struct PgStore {

@@ -61,6 +61,7 @@ pub struct SqliteStore {
 }
 
 mod group_commit;
+mod tokens;
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`: creates the folder (mode 0700

@@ -20,6 +20,7 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             .redis_fallback
             .parse()
             .map_err(|e| CliError::Usage(format!("invalid --redis-fallback {e}")))?,
+        token_key_rotation: keyward_server::tokens::DEFAULT_ROTATION,
     })
 }
 

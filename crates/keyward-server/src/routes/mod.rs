@@ -5,6 +5,7 @@ pub mod health;
 pub mod identities;
 pub mod keys;
 pub mod leaks;
+pub mod tokens;
 pub mod verify;
 
 use keyward_core::model::AuditEntry;
