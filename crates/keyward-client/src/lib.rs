@@ -25,6 +25,11 @@ use uuid::Uuid;
 
 pub use keyward_proto as proto;
 
+mod require;
+mod tokens;
+pub use require::{Credential, KeywardPrincipal, Rejection, RequireKeyward, RequireKeywardService};
+pub use tokens::{TokenError, TokenVerifier};
+
 /// The most pages a `list_all_*` helper follows before it gives up (a server that keeps
 /// answering with a cursor would otherwise loop forever).
 pub const MAX_PAGES: usize = 10_000;
