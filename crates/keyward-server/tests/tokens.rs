@@ -381,8 +381,15 @@ async fn token_routes_are_in_the_openapi_document(s: TestServer) {
         .await
         .ok(200)
         .clone();
-    for p in ["/v1/tokens", "/v1/tokens/introspect", "/.well-known/jwks.json"] {
-        assert!(doc["paths"].get(p).is_some(), "{p} missing from openapi.json");
+    for p in [
+        "/v1/tokens",
+        "/v1/tokens/introspect",
+        "/.well-known/jwks.json",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from openapi.json"
+        );
     }
     for schema in ["CreateToken", "TokenCreated", "TokenIntrospection", "Jwks"] {
         assert!(
