@@ -90,6 +90,9 @@ pub enum Command {
     /// Read the audit log
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Short-lived tokens exchanged for keys
+    #[command(subcommand)]
+    Token(crate::tokens::TokenCmd),
     /// Find leaked secrets in files, folders and git history; exits 1 when any is found
     Scan(ScanArgs),
 }

@@ -30,7 +30,7 @@ impl Ctx {
         })
     }
 
-    fn api(&self, error: keyward_client::Error) -> CliError {
+    pub(crate) fn api(&self, error: keyward_client::Error) -> CliError {
         CliError::Api {
             error: Box::new(error),
             url: self.url.clone(),
@@ -38,7 +38,7 @@ impl Ctx {
     }
 
     /// Prints `value` as JSON, or `human(value)`.
-    fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) {
+    pub(crate) fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) {
         if self.json {
             println!("{}", output::json(value));
         } else {

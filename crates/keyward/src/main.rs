@@ -9,6 +9,7 @@ mod parse;
 mod scan;
 mod server;
 mod settings;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Key(cmd) => commands::key(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Audit(cmd) => commands::audit(&commands::Ctx::new(&settings, json)?, cmd).await,
+        Command::Token(cmd) => tokens::run(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Scan(args) => scan::run(&settings, json, args).await,
     }
 }
