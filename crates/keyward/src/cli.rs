@@ -51,8 +51,12 @@ pub struct Global {
     /// with 503 (closed) [env: KEYWARD_REDIS_FALLBACK] [default: local]
     #[arg(long, global = true, value_name = "local|closed")]
     pub redis_fallback: Option<String>,
+    /// Seconds between token signing-key rotations [env: KEYWARD_TOKEN_KEY_ROTATION]
+    /// [default: 86400]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub token_key_rotation: Option<String>,
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
-    /// redis_fallback) [env: KEYWARD_CONFIG]
+    /// redis_fallback, token_key_rotation) [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the API's JSON instead of tables
@@ -71,6 +75,7 @@ impl Global {
             token: self.token.clone(),
             redis_url: self.redis_url.clone(),
             redis_fallback: self.redis_fallback.clone(),
+            token_key_rotation: self.token_key_rotation.clone(),
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Layer {
     pub redis_url: Option<String>,
     /// `local` or `closed`.
     pub redis_fallback: Option<String>,
+    /// Seconds between token signing-key rotations.
+    pub token_key_rotation: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -38,6 +40,7 @@ impl fmt::Debug for Layer {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("redis_fallback", &self.redis_fallback)
+            .field("token_key_rotation", &self.token_key_rotation)
             .finish()
     }
 }
@@ -55,6 +58,7 @@ impl Layer {
             token: get("KEYWARD_TOKEN"),
             redis_url: get("KEYWARD_REDIS_URL"),
             redis_fallback: get("KEYWARD_REDIS_FALLBACK"),
+            token_key_rotation: get("KEYWARD_TOKEN_KEY_ROTATION"),
         }
     }
 
@@ -92,6 +96,9 @@ pub struct Settings {
     /// While Redis is unreachable: `local` (per-node limits, the default) or `closed`.
     /// Validated when `serve` needs it.
     pub redis_fallback: String,
+    /// Seconds between token signing-key rotations (`None`: the server's default, 24 h).
+    /// Validated when `serve` needs it.
+    pub token_key_rotation: Option<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -104,6 +111,7 @@ impl fmt::Debug for Settings {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("redis_fallback", &self.redis_fallback)
+            .field("token_key_rotation", &self.token_key_rotation)
             .finish()
     }
 }
@@ -129,6 +137,7 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         redis_url: pick(|l| &l.redis_url, layers),
         redis_fallback: pick(|l| &l.redis_fallback, layers)
             .unwrap_or_else(|| DEFAULT_REDIS_FALLBACK.into()),
+        token_key_rotation: pick(|l| &l.token_key_rotation, layers),
     }
 }
 
@@ -180,6 +189,7 @@ mod tests {
             token: Some(format!("token-{tag}")),
             redis_url: Some(format!("redis://{tag}")),
             redis_fallback: Some("closed".into()),
+            token_key_rotation: None,
         }
     }
 
@@ -277,6 +287,7 @@ mod tests {
                 token: Some("tok".into()),
                 redis_url: Some("redis://r".into()),
                 redis_fallback: Some("closed".into()),
+                token_key_rotation: None,
             }
         );
     }

@@ -132,3 +132,31 @@ async fn token_commands_postgres() {
     let db = keyward_store::testkit::TempDatabase::create().await;
     token_commands(Some(db.url.clone())).await;
 }
+
+#[test]
+fn token_key_rotation_setting_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, env) in [(Some("5"), None), (None, Some("abc")), (Some("-1"), None)] {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("KEYWARD_CONFIG")
+            .env_remove("KEYWARD_DATABASE_URL");
+        if let Some(f) = flag {
+            cmd.arg(format!("--token-key-rotation={f}"));
+        }
+        if let Some(e) = env {
+            cmd.env("KEYWARD_TOKEN_KEY_ROTATION", e);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag:?} {env:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--token-key-rotation"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
