@@ -39,6 +39,8 @@ pub const KEYS_FRESH_FOR: Duration = Duration::from_secs(2);
 /// At most one forced re-read (for an unknown `kid`) this often, so tokens with made-up
 /// `kid`s cannot hammer the store.
 const UNKNOWN_KID_REREAD: Duration = Duration::from_secs(1);
+/// Key digests kept for introspection.
+const DIGESTS_CACHED: usize = 100_000;
 /// The audit action of a signing-key rotation.
 pub const ROTATE_ACTION: &str = "token.signing_key.rotate";
 
@@ -54,6 +56,8 @@ struct Snapshot {
 
 pub struct SigningKeys {
     store: Arc<dyn Store>,
+    /// Key id -> digest, for introspection (a key's digest never changes).
+    digests: quick_cache::sync::Cache<Uuid, keyward_core::KeyDigest>,
     snapshot: Mutex<Option<Arc<Snapshot>>>,
     last_forced: Mutex<Option<Instant>>,
     /// One store read at a time; the others wait and use its result.
@@ -64,6 +68,7 @@ impl SigningKeys {
     pub fn new(store: Arc<dyn Store>) -> Arc<SigningKeys> {
         Arc::new(SigningKeys {
             store,
+            digests: quick_cache::sync::Cache::new(DIGESTS_CACHED),
             snapshot: Mutex::new(None),
             last_forced: Mutex::new(None),
             reading: tokio::sync::Mutex::new(()),
@@ -153,6 +158,22 @@ impl SigningKeys {
             self.rotate(now).await?;
         }
         Ok(due)
+    }
+
+    /// The digest of the key with this id (from the store once, then remembered);
+    /// `None` if there is no such key.
+    pub async fn key_digest(
+        &self,
+        key_id: Uuid,
+    ) -> Result<Option<keyward_core::KeyDigest>, StoreError> {
+        if let Some(d) = self.digests.get(&key_id) {
+            return Ok(Some(d));
+        }
+        let Some(key) = self.store.get_key(key_id).await? else {
+            return Ok(None);
+        };
+        self.digests.insert(key_id, key.digest);
+        Ok(Some(key.digest))
     }
 
     fn may_force(&self) -> bool {

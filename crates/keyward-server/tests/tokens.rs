@@ -398,3 +398,61 @@ async fn token_routes_are_in_the_openapi_document(s: TestServer) {
         );
     }
 }
+
+store_test!(disabling_the_identity_makes_its_tokens_inactive);
+async fn disabling_the_identity_makes_its_tokens_inactive(s: TestServer) {
+    let v = s.verifier().await;
+    let ident = s.identity("svc").await;
+    let (key, _) = s.key(&ident, json!({"scopes": ["a"]})).await;
+    let t = exchange(&s, &key, json!({})).await["token"].clone();
+    let active = || async {
+        s.post("/v1/tokens/introspect", &v, json!({"token": t}))
+            .await
+            .ok(200)["active"]
+            .as_bool()
+            .unwrap()
+    };
+    assert!(active().await);
+    s.patch(
+        &format!("/v1/identities/{ident}"),
+        &s.root,
+        json!({"enabled": false}),
+    )
+    .await
+    .ok(200);
+    assert!(!active().await);
+}
+
+/// A revocation on one node of a cluster makes the tokens inactive on the others as soon
+/// as the change feed reaches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_on_one_node_reaches_introspection_on_another() {
+    let a = TestServer::start_with(common::Backend::Postgres).await;
+    let b = a.another_node().await;
+    let v = a.verifier().await;
+    let ident = a.identity("svc").await;
+    let (key, id) = a.key(&ident, json!({"scopes": ["a"]})).await;
+    let t = exchange(&a, &key, json!({})).await["token"].clone();
+    let on_b = || async {
+        b.post("/v1/tokens/introspect", &v, json!({"token": t}))
+            .await
+            .ok(200)["active"]
+            .as_bool()
+            .unwrap()
+    };
+    // Node b signs with the same keys and knows the key (its cache is now warm).
+    assert!(on_b().await);
+    a.post(&format!("/v1/keys/{id}/revoke"), &a.root, json!({}))
+        .await
+        .ok(200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while on_b().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node b still says active"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.stop().await;
+    a.stop().await;
+}

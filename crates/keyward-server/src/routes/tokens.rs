@@ -156,19 +156,21 @@ pub async fn introspect(
         return Ok(inactive);
     };
     // The key behind the token must still pass the checks that do not depend on the
-    // caller: read from the store, so a revocation on any node counts at once.
+    // caller (not the IP allowlist: the token's holder is not here), as the verify cache
+    // knows it: a revocation empties that entry at once on this node, and through the
+    // change feed on the others.
     let now = crate::now();
-    let Some(key) = st.store.get_key(claims.key_id).await? else {
+    let Some(digest) = st.tokens.key_digest(claims.key_id).await? else {
         return Ok(inactive);
     };
-    let Some(current) = st.store.get_key_by_digest(&key.digest).await? else {
+    let Some(k) = st.verifier.cached_by_digest(&digest).await? else {
         return Ok(inactive);
     };
-    let k = &current.key;
-    let live = k.revoked_at.is_none_or(|t| t > now)
-        && k.expires_at.is_none_or(|t| t > now)
-        && k.enabled
-        && current.identity_enabled;
+    let p = &k.policy;
+    let live = p.revoked_at.is_none_or(|t| t > now)
+        && p.expires_at.is_none_or(|t| t > now)
+        && p.enabled
+        && p.identity_enabled;
     if !live {
         return Ok(inactive);
     }
