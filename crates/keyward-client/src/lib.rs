@@ -33,6 +33,10 @@ mod webhooks;
 pub use vault::SecretListParams;
 mod usage;
 pub use usage::{PostureParams, TopParams, UsageParams};
+mod require;
+mod tokens;
+pub use require::{Credential, KeywardPrincipal, Rejection, RequireKeyward, RequireKeywardService};
+pub use tokens::{TokenError, TokenVerifier};
 
 /// The most pages a `list_all_*` helper follows before it gives up (a server that keeps
 /// answering with a cursor would otherwise loop forever).

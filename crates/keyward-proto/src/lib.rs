@@ -364,3 +364,7 @@ pub use audit_chain::AuditVerification;
 
 mod admins;
 pub use admins::{Admin, AdminList, CreateAdmin, CreateSession, CreatedAdmin, Session};
+pub mod tokens;
+pub use tokens::{
+    CreateToken, IntrospectToken, Jwk, Jwks, TokenClaims, TokenCreated, TokenIntrospection,
+};

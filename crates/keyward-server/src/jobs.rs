@@ -8,7 +8,8 @@
 //! mark), so the brief overlap of a leader cut off from PostgreSQL is harmless.
 //!
 //! Jobs: the expiry sweep (`Store::sweep_expired`, every [`SWEEP_EVERY`]), which records
-//! `key.expire` in the audit log when a key's expiry passes; usage retention
+//! `key.expire` in the audit log when a key's expiry passes; token signing-key rotation
+//! (`SigningKeys::rotate_if_due`, checked every [`SWEEP_EVERY`]); usage retention
 //! (`usage::enforce_retention`, every [`RETENTION_EVERY`]).
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub fn spawn(
     leader: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
     usage: UsageSettings,
+    (signing_keys, rotate_every): (Arc<crate::tokens::SigningKeys>, Duration),
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let gauge = metrics::gauge!("keyward_jobs_leader");
@@ -80,6 +82,9 @@ pub fn spawn(
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "expiry sweep failed; will retry"),
+                }
+                if let Err(e) = signing_keys.rotate_if_due(crate::now(), rotate_every).await {
+                    tracing::warn!(error = %e, "token signing key rotation failed; will retry");
                 }
             }
             if leads && Instant::now() >= next_retention {

@@ -22,6 +22,7 @@ pub mod shared_limits;
 pub mod state;
 pub mod throttle;
 pub mod tls;
+pub mod tokens;
 pub mod usage;
 pub mod vault;
 pub mod vault_jobs;
@@ -53,7 +54,7 @@ use crate::error::ApiError;
 use crate::redis_limits::{RedisDown, RedisLimits};
 use crate::routes::{
     admins, audit, audit_verify, health, identities, keys, leaks, posture, rotation_policy,
-    secrets, verify, webhooks as webhook_routes,
+    secrets, tokens as token_routes, verify, webhooks as webhook_routes,
 };
 use crate::state::AppState;
 use crate::verifier::Verifier;
@@ -97,6 +98,8 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// Stream the audit log to this append-only JSON-lines file.
     pub audit_log_file: Option<PathBuf>,
+    /// How often the jobs leader makes a new token signing key current.
+    pub token_key_rotation: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -116,6 +119,7 @@ impl ServerConfig {
             tls_cert: None,
             tls_key: None,
             audit_log_file: None,
+            token_key_rotation: tokens::DEFAULT_ROTATION,
         }
     }
 }
@@ -280,13 +284,16 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/verify", get(audit_verify::verify))
         .route("/admins", post(admins::create).get(admins::list))
         .route("/admins/{id}/disable", post(admins::disable))
-        .route("/sessions", post(admins::login));
+        .route("/sessions", post(admins::login))
+        .route("/tokens", post(token_routes::create))
+        .route("/tokens/introspect", post(token_routes::introspect));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
+        .route("/.well-known/jwks.json", get(token_routes::jwks))
         .fallback(|| async { ApiError::NotFound("no such path".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -350,6 +357,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         vault,
         usage: cfg.usage,
         security,
+        token_key_rotation: cfg.token_key_rotation,
     };
     let root = bootstrap(&*store).await?;
     let started = start_with_parts(store, parts, cfg.listen).await;
@@ -399,7 +407,6 @@ pub async fn start_with(
 }
 
 /// What a server has beyond its store; each part off (or at its defaults) by default.
-#[derive(Default)]
 pub struct Parts {
     /// Rate limits shared through this Redis.
     pub redis: Option<Arc<RedisLimits>>,
@@ -411,6 +418,21 @@ pub struct Parts {
     pub usage: usage::UsageSettings,
     /// TLS, headers, throttling, audit checkpoints and streaming.
     pub security: Security,
+    /// How often the jobs leader makes a new token signing key current.
+    pub token_key_rotation: std::time::Duration,
+}
+
+impl Default for Parts {
+    fn default() -> Parts {
+        Parts {
+            redis: None,
+            webhooks: Default::default(),
+            vault: None,
+            usage: Default::default(),
+            security: Default::default(),
+            token_key_rotation: tokens::DEFAULT_ROTATION,
+        }
+    }
 }
 
 /// Serves an already opened store with these parts on `listen`, in a background task.
@@ -425,6 +447,7 @@ pub async fn start_with_parts(
         vault,
         usage: usage_settings,
         security,
+        token_key_rotation,
     } = parts;
     let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = redis
@@ -434,6 +457,7 @@ pub async fn start_with_parts(
     let metrics = metrics_handle();
     let (verifier, last_used) =
         Verifier::with_shared_limiter(store.clone(), CACHE_CAPACITY, shared);
+    let signing_keys = tokens::SigningKeys::new(store.clone());
     let state = AppState {
         store: store.clone(),
         verifier: verifier.clone(),
@@ -443,6 +467,7 @@ pub async fn start_with_parts(
         vault: vault.clone(),
         audit_key: security.audit_signer.as_ref().map(|s| s.verifying_key()),
         throttle: Arc::new(throttle::Throttle::new(security.throttle)),
+        tokens: signing_keys.clone(),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -469,6 +494,7 @@ pub async fn start_with_parts(
         jobs_leader.clone(),
         rx.clone(),
         usage_settings,
+        (signing_keys, token_key_rotation),
     );
     // The usage writer stops only once the HTTP server has finished every request, so
     // its last drain sees every event.

@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     admins, audit, audit_verify, health, identities, keys, leaks, posture, rotation_policy,
-    secrets, usage, verify, webhooks,
+    secrets, tokens, usage, verify, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -23,6 +23,7 @@ use crate::routes::{
         usage::usage, usage::top, posture::report,
         audit_verify::verify,
         admins::create, admins::list, admins::disable, admins::login,
+        tokens::create, tokens::introspect, tokens::jwks,
         health::healthz, health::readyz, health::metrics, health::openapi,
         webhooks::create, webhooks::list, webhooks::show, webhooks::delete, webhooks::deliveries,
     ),

@@ -24,4 +24,6 @@ pub struct AppState {
     pub audit_key: Option<keyward_core::audit_chain::VerifyingKey>,
     /// Failed logins and unknown credentials (`throttle.rs`).
     pub throttle: Arc<crate::throttle::Throttle>,
+    /// The keys that sign short-lived tokens.
+    pub tokens: Arc<crate::tokens::SigningKeys>,
 }

@@ -526,6 +526,15 @@ impl Verifier {
         Some(fresh)
     }
 
+    /// The key with this digest as the cache holds it (read from the store on a miss),
+    /// for checks that know a key's digest but not the key: token introspection.
+    pub async fn cached_by_digest(
+        &self,
+        digest: &KeyDigest,
+    ) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        self.load(digest).await
+    }
+
     /// Reads the key for `digest` from the store and caches it (or its absence).
     /// Concurrent misses on one digest share a single store read.
     async fn load(&self, digest: &KeyDigest) -> Result<Option<Arc<CachedKey>>, StoreError> {

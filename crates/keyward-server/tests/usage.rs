@@ -487,6 +487,10 @@ async fn retention_job_prunes(store: Arc<dyn Store>) {
         Arc::new(AtomicBool::new(false)),
         stopped,
         settings,
+        (
+            keyward_server::tokens::SigningKeys::new(store.clone()),
+            keyward_server::tokens::DEFAULT_ROTATION,
+        ),
     );
     let subject = UsageSubject::Key(rec.id);
     let from = now - TimeDelta::days(40);

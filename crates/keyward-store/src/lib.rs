@@ -22,12 +22,14 @@ pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tokens;
 pub mod usage;
 pub mod vault;
 pub mod webhooks;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use tokens::{SigningKeyRecord, TokenStore};
 pub use usage::UsageStore;
 pub use vault::VaultStore;
 pub use webhooks::WebhookStore;
@@ -96,6 +98,7 @@ pub trait Store:
     + VaultStore
     + audit_chain::AuditChainStore
     + admins::AdminStore
+    + TokenStore
 {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;

@@ -61,6 +61,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 mod admins;
 mod audit_chain;
+mod tokens;
 
 /// The PostgreSQL store. Cheap to clone (the pool is reference-counted).
 #[derive(Clone, Debug)]

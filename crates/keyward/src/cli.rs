@@ -104,11 +104,16 @@ pub struct Global {
     /// Stream the audit log to this append-only JSON-lines file [env: KEYWARD_AUDIT_LOG_FILE]
     #[arg(long, global = true, value_name = "FILE")]
     pub audit_log_file: Option<String>,
+    /// Seconds between token signing-key rotations [env: KEYWARD_TOKEN_KEY_ROTATION]
+    /// [default: 86400]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub token_key_rotation: Option<String>,
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
     /// redis_fallback, webhook_timeout, webhook_max_attempts, webhook_backoff,
     /// webhook_backoff_cap, webhook_deny_private, webhook_expiring_before,
     /// usage_retention_days, usage_rollup_retention_days, audit_signing_key, cors_origin,
-    /// tls_cert, tls_key, audit_log_file; values are strings) [env: KEYWARD_CONFIG]
+    /// tls_cert, tls_key, audit_log_file, token_key_rotation; values are strings)
+    /// [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the API's JSON instead of tables
@@ -149,6 +154,7 @@ impl Global {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             audit_log_file: self.audit_log_file.clone(),
+            token_key_rotation: self.token_key_rotation.clone(),
         }
     }
 }
@@ -171,6 +177,9 @@ pub enum Command {
     /// Manage human administrators (password + TOTP; sessions via POST /v1/sessions)
     #[command(subcommand)]
     Admin(crate::admin::AdminCmd),
+    /// Short-lived tokens exchanged for keys
+    #[command(subcommand)]
+    Token(crate::tokens::TokenCmd),
     /// Find leaked secrets in files, folders and git history; exits 1 when any is found
     Scan(ScanArgs),
     /// Manage webhooks: signed POSTs of key events to a URL

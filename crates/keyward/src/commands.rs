@@ -44,7 +44,7 @@ impl Ctx {
     }
 
     /// Prints `value` as JSON, or `human(value)`.
-    fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) {
+    pub(crate) fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) {
         if self.json {
             println!("{}", output::json(value));
         } else {

@@ -11,6 +11,7 @@ mod parse;
 mod scan;
 mod server;
 mod settings;
+mod tokens;
 mod usage;
 mod vault_settings;
 mod webhook_settings;
@@ -64,6 +65,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit(AuditCmd::Verify) => audit_verify::run(&settings, json).await,
         Command::Audit(cmd) => commands::audit(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Admin(cmd) => admin::run(&commands::Ctx::new(&settings, json)?, cmd).await,
+        Command::Token(cmd) => tokens::run(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Scan(args) => scan::run(&settings, json, args).await,
         Command::Webhook(cmd) => {
             commands::webhook::run(&commands::Ctx::new(&settings, json)?, cmd).await

@@ -36,6 +36,10 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
         tls_cert: settings.tls_cert.clone(),
         tls_key: settings.tls_key.clone(),
         audit_log_file: settings.audit_log_file.clone(),
+        token_key_rotation: match settings.token_key_rotation.as_deref() {
+            None => keyward_server::tokens::DEFAULT_ROTATION,
+            Some(s) => parse_rotation(s)?,
+        },
     })
 }
 
@@ -64,6 +68,16 @@ fn usage_settings(settings: &Settings) -> Result<keyward_server::usage::UsageSet
         )?,
         ..d
     })
+}
+
+/// `--token-key-rotation`: whole seconds, from a minute to a year.
+fn parse_rotation(s: &str) -> Result<std::time::Duration, CliError> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if (60..=366 * 86400).contains(&n) => Ok(std::time::Duration::from_secs(n)),
+        _ => Err(CliError::Usage(format!(
+            "invalid --token-key-rotation {s:?}: seconds between 60 and 31622400"
+        ))),
+    }
 }
 
 /// Logs to stderr, filtered by `KEYWARD_LOG`, else `RUST_LOG`, else `info`.

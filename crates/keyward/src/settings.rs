@@ -46,6 +46,8 @@ pub struct Layer {
     pub tls_key: Option<String>,
     /// Append-only JSON-lines file the audit log is streamed to.
     pub audit_log_file: Option<String>,
+    /// Seconds between token signing-key rotations.
+    pub token_key_rotation: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -68,6 +70,7 @@ impl fmt::Debug for Layer {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("audit_log_file", &self.audit_log_file)
+            .field("token_key_rotation", &self.token_key_rotation)
             .finish()
     }
 }
@@ -98,6 +101,7 @@ impl Layer {
             tls_cert: get("KEYWARD_TLS_CERT"),
             tls_key: get("KEYWARD_TLS_KEY"),
             audit_log_file: get("KEYWARD_AUDIT_LOG_FILE"),
+            token_key_rotation: get("KEYWARD_TOKEN_KEY_ROTATION"),
         }
     }
 
@@ -155,6 +159,9 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// Append-only JSON-lines file the audit log is streamed to.
     pub audit_log_file: Option<PathBuf>,
+    /// Seconds between token signing-key rotations (`None`: the server's default, 24 h).
+    /// Validated when `serve` needs it.
+    pub token_key_rotation: Option<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -177,6 +184,7 @@ impl fmt::Debug for Settings {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("audit_log_file", &self.audit_log_file)
+            .field("token_key_rotation", &self.token_key_rotation)
             .finish()
     }
 }
@@ -215,6 +223,7 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         tls_cert: pick(|l| &l.tls_cert, layers).map(PathBuf::from),
         tls_key: pick(|l| &l.tls_key, layers).map(PathBuf::from),
         audit_log_file: pick(|l| &l.audit_log_file, layers).map(PathBuf::from),
+        token_key_rotation: pick(|l| &l.token_key_rotation, layers),
     }
 }
 
@@ -271,6 +280,7 @@ mod tests {
             tls_cert: None,
             tls_key: None,
             audit_log_file: None,
+            token_key_rotation: None,
             ..Layer::default()
         }
     }
@@ -374,6 +384,7 @@ mod tests {
                 tls_cert: None,
                 tls_key: None,
                 audit_log_file: None,
+                token_key_rotation: None,
                 ..Layer::default()
             }
         );

@@ -10,6 +10,7 @@ pub mod leaks;
 pub mod posture;
 pub mod rotation_policy;
 pub mod secrets;
+pub mod tokens;
 pub mod usage;
 pub mod verify;
 pub mod webhooks;

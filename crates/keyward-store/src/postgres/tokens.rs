@@ -1,0 +1,69 @@
+//! [`TokenStore`] on PostgreSQL.
+
+use async_trait::async_trait;
+use keyward_core::model::AuditEntry;
+use keyward_core::time::Timestamp;
+use sqlx::Row;
+use zeroize::Zeroizing;
+
+use super::{PgStore, get, insert_audit, map_err};
+use crate::Result;
+use crate::tokens::{SigningKeyRecord, TokenStore};
+
+#[async_trait]
+impl TokenStore for PgStore {
+    async fn signing_keys(&self, retired_after: Timestamp) -> Result<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT kid, public_key, private_key, created_at, retired_at FROM signing_keys \
+             WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC, kid DESC",
+        )
+        .bind(retired_after)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(SigningKeyRecord {
+                    kid: get(row, 0)?,
+                    public_key: get(row, 1)?,
+                    private_key: Zeroizing::new(row.try_get(2).map_err(map_err)?),
+                    created_at: get(row, 3)?,
+                    retired_at: get(row, 4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        new: &SigningKeyRecord,
+        now: Timestamp,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, public_key, private_key, created_at, retired_at) \
+             VALUES ($1, $2, $3, $4, NULL)",
+        )
+        .bind(&new.kid)
+        .bind(&new.public_key)
+        .bind(&new.private_key[..])
+        .bind(new.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn record_token_issue(&self, audit: &AuditEntry) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)
+    }
+}

@@ -1,0 +1,59 @@
+//! Storage for short-lived tokens: the Ed25519 key pairs that sign them, shared by every
+//! node of a cluster so all sign with the same current key, and the audit record of
+//! each token issued.
+
+use async_trait::async_trait;
+use keyward_core::model::AuditEntry;
+use keyward_core::time::Timestamp;
+use zeroize::Zeroizing;
+
+use crate::Result;
+
+/// One token signing key pair.
+///
+/// The private key is kept in its own column as PKCS#8 DER, NOT yet encrypted at rest:
+/// no master-key facility exists in the store yet. Whoever can read the database can
+/// forge tokens until this is wrapped with an envelope key.
+#[derive(Clone)]
+pub struct SigningKeyRecord {
+    /// The JWT `kid`: unique, never reused.
+    pub kid: String,
+    /// The raw 32-byte Ed25519 public key.
+    pub public_key: Vec<u8>,
+    /// The Ed25519 private key, PKCS#8 DER.
+    pub private_key: Zeroizing<Vec<u8>>,
+    pub created_at: Timestamp,
+    /// When a newer key replaced it: it signs nothing after this, but stays published
+    /// until the last token it signed has expired.
+    pub retired_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for SigningKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Signing keys not retired, or retired after `retired_after`, newest first. The
+    /// first one not retired is the current signing key.
+    async fn signing_keys(&self, retired_after: Timestamp) -> Result<Vec<SigningKeyRecord>>;
+
+    /// In one transaction: retires every key not yet retired (`retired_at = now`) and
+    /// stores `new` as the current one, with the audit entry.
+    async fn rotate_signing_key(
+        &self,
+        new: &SigningKeyRecord,
+        now: Timestamp,
+        audit: &AuditEntry,
+    ) -> Result<()>;
+
+    /// Records the issue of a token (action `token.issue`); the token itself is never
+    /// stored.
+    async fn record_token_issue(&self, audit: &AuditEntry) -> Result<()>;
+}
