@@ -51,6 +51,7 @@ pub fn from(s: &Settings) -> Result<WebhookSettings, CliError> {
             "webhook-expiring-before",
             d.expiring_before,
         )?,
+        old_version_before: d.old_version_before,
         poll: d.poll,
     })
 }
