@@ -367,6 +367,9 @@ pub enum KeyCmd {
     /// Rotate a key automatically on a schedule
     #[command(subcommand, name = "rotation-policy")]
     RotationPolicy(RotationPolicyCmd),
+    /// Who still uses the older keys of a key's rotation lineage, and until when
+    #[command(name = "rotation-status")]
+    RotationStatus { id: Uuid },
     /// Check a key; exits 1 when it is not valid
     Verify {
         /// The key, or - to read it from stdin (keeps it out of the process list)
