@@ -143,8 +143,11 @@ pub trait UsageStore: Send + Sync {
     ) -> Result<Vec<KeySource>>;
 
     /// Old keys in their grace: rotated (`rotated_to` set) with `revoked_at` in
-    /// `(now, until]`, whose `key.old_version_in_use` notice is not written yet; the
-    /// soonest revoked first, at most `limit`.
+    /// `(now, until]`, whose `key.old_version_in_use` notice is not written yet, and
+    /// with accepted verifications in the minute rollups since the minute their
+    /// successor was created (an index lookup per key: unused keys are left out here,
+    /// not by scanning raw events; the caller checks the exact sources); the soonest
+    /// revoked first, at most `limit`.
     async fn keys_in_grace(
         &self,
         now: Timestamp,

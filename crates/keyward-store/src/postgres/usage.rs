@@ -407,6 +407,10 @@ impl UsageStore for PgStore {
             " FROM keys k WHERE k.rotated_to IS NOT NULL AND k.revoked_at > $1 \
              AND k.revoked_at <= $2 \
              AND NOT EXISTS (SELECT 1 FROM old_version_notices n WHERE n.key_id = k.id) \
+             AND EXISTS (SELECT 1 FROM usage_rollups r, keys s \
+                 WHERE s.id = k.rotated_to AND r.granularity = 'minute' \
+                 AND r.key_id = k.id AND r.code = 'VALID' \
+                 AND r.start >= date_trunc('minute', s.created_at)) \
              ORDER BY k.revoked_at, k.id LIMIT $3"
         ))
         .bind(now)

@@ -341,6 +341,10 @@ impl UsageStore for SqliteStore {
             " FROM keys k WHERE k.rotated_to IS NOT NULL AND k.revoked_at > ? \
              AND k.revoked_at <= ? \
              AND NOT EXISTS (SELECT 1 FROM old_version_notices n WHERE n.key_id = k.id) \
+             AND EXISTS (SELECT 1 FROM usage_rollups r, keys s \
+                 WHERE s.id = k.rotated_to AND r.granularity = 'minute' \
+                 AND r.key_id = k.id AND r.code = 'VALID' \
+                 AND r.start >= s.created_at / 60000000 * 60000000) \
              ORDER BY k.revoked_at, k.id LIMIT ?"
         ))
         .bind(micros(now))

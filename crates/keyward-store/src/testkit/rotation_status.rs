@@ -62,8 +62,8 @@ pub async fn key_sources_since(store: &dyn Store) {
     assert!(none.is_empty());
 }
 
-/// Keys in their grace are listed until their notice is written, which happens once,
-/// with its audit entry in the same transaction.
+/// Keys in their grace that were used since their rotation are listed until their
+/// notice is written, which happens once, with its audit entry in the same transaction.
 pub async fn old_version_notice_once(store: &dyn Store) {
     let i = new_identity(store, "rotation-notice").await;
     let t = now();
@@ -83,6 +83,37 @@ pub async fn old_version_notice_once(store: &dyn Store) {
         .unwrap()
         .unwrap();
 
+    // In its grace too, but unused since its rotation: left out.
+    let unused = new_key(store, key(i.id)).await;
+    store
+        .rotate_key(
+            unused.id,
+            &key(i.id),
+            grace_end,
+            t,
+            &audit("key.rotate", unused.id),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let used = |key_id, code| UsageEvent {
+        at: t + Duration::seconds(1),
+        key_id: Some(key_id),
+        identity_id: Some(i.id),
+        code,
+        ip: Some("10.0.0.1".parse().unwrap()),
+        scopes: vec![],
+        latency_us: 1,
+        tags: None,
+    };
+    store
+        .record_usage(&[
+            used(old.id, VerifyCode::Valid),
+            used(unused.id, VerifyCode::RateLimited),
+        ])
+        .await
+        .unwrap();
+
     let until = t + Duration::hours(1);
     let ids = |keys: Vec<keyward_core::model::KeyRecord>| -> Vec<uuid::Uuid> {
         keys.iter().map(|k| k.id).collect()
@@ -91,6 +122,7 @@ pub async fn old_version_notice_once(store: &dyn Store) {
     assert!(listed.contains(&old.id), "in its grace");
     assert!(!listed.contains(&gone.id), "revoked already");
     assert!(!listed.contains(&new.id), "not rotated");
+    assert!(!listed.contains(&unused.id), "not used since its rotation");
     let later = ids(store
         .keys_in_grace(t, t + Duration::minutes(10), 1000)
         .await
