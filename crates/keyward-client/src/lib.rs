@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 pub use keyward_proto as proto;
 
+mod rotation_status;
 mod vault;
 mod webhooks;
 pub use vault::SecretListParams;

@@ -368,3 +368,5 @@ pub mod tokens;
 pub use tokens::{
     CreateToken, IntrospectToken, Jwk, Jwks, TokenClaims, TokenCreated, TokenIntrospection,
 };
+mod rotation_status;
+pub use rotation_status::{LineageKey, OldKeySource, OldKeyStatus, RotationStatus};

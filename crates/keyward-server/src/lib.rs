@@ -15,6 +15,7 @@ pub mod extract;
 pub mod jobs;
 pub mod openapi;
 pub mod redis_limits;
+pub mod rotation_status;
 pub mod routes;
 pub mod security_headers;
 pub mod sessions;
@@ -278,6 +279,10 @@ pub fn router(state: AppState) -> Router {
                 .get(rotation_policy::show)
                 .delete(rotation_policy::delete),
         )
+        .route(
+            "/keys/{id}/rotation-status",
+            get(routes::rotation_status::show),
+        )
         .route("/usage", get(routes::usage::usage))
         .route("/usage/top", get(routes::usage::top))
         .route("/reports/posture", get(posture::report))
@@ -476,6 +481,7 @@ pub async fn start_with_parts(
     tracing::info!(%addr, "keyward listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let follower = cluster::follow_changes(&*store, verifier.clone(), rx.clone());
+    let old_version_before = webhook_settings.old_version_before;
     let deliveries = webhooks::spawn(
         store.clone(),
         jobs_leader.clone(),
@@ -485,7 +491,7 @@ pub async fn start_with_parts(
     let vault_jobs = vault_jobs::spawn(
         store.clone(),
         verifier.clone(),
-        vault,
+        (vault, old_version_before),
         jobs_leader.clone(),
         rx.clone(),
     );

@@ -20,6 +20,7 @@ use crate::routes::{
         audit::list,
         secrets::put, secrets::get, secrets::delete, secrets::list,
         rotation_policy::put, rotation_policy::show, rotation_policy::delete,
+        crate::routes::rotation_status::show,
         usage::usage, usage::top, posture::report,
         audit_verify::verify,
         admins::create, admins::list, admins::disable, admins::login,

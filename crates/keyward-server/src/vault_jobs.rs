@@ -1,6 +1,7 @@
 //! The vault's background jobs, on the jobs leader only (`jobs.rs` keeps the
-//! `jobs_leader` flag this loop reads): scheduled key rotation, and rewrapping data keys
-//! after a master key rotation. Checks every [`CHECK_EVERY`].
+//! `jobs_leader` flag this loop reads): scheduled key rotation, rewrapping data keys
+//! after a master key rotation, and `key.old_version_in_use` notices
+//! (`rotation_status.rs`). Checks every [`CHECK_EVERY`].
 //!
 //! **Scheduled rotation, and why one transaction:** for each key whose policy says it
 //! is due, the leader mints the new key, seals it for the next version of `deliver_to`,
@@ -51,7 +52,7 @@ const REWRAP_BATCH: u32 = 200;
 pub fn spawn(
     store: Arc<dyn Store>,
     verifier: Arc<Verifier>,
-    vault: Option<Arc<Vault>>,
+    (vault, old_version_before): (Option<Arc<Vault>>, Duration),
     leader: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -74,6 +75,7 @@ pub fn spawn(
             {
                 tracing::warn!(error = %e, "rewrapping data keys failed; will retry");
             }
+            crate::rotation_status::notify_old_versions_in_use(&*store, old_version_before).await;
         }
     })
 }

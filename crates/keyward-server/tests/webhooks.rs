@@ -105,6 +105,7 @@ fn fast() -> WebhookSettings {
         backoff_cap: Duration::from_millis(400),
         deny_private: false,
         expiring_before: Duration::from_secs(7 * 24 * 3600),
+        old_version_before: Duration::from_secs(3600),
         poll: Duration::from_millis(50),
     }
 }

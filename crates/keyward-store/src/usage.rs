@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use keyward_core::VerifyCode;
-use keyward_core::model::{Identity, KeyRecord};
+use keyward_core::model::{AuditEntry, Identity, KeyRecord};
 use keyward_core::posture::KeyUsage;
 use keyward_core::time::Timestamp;
 use keyward_core::usage::{Bucket, UsageEvent};
@@ -44,6 +44,16 @@ pub struct TopKey {
     pub identity_id: Uuid,
     pub count: u64,
     pub valid: u64,
+}
+
+/// A source that used a key: its address and the verifier's tags (either may be absent),
+/// how many accepted verifications came from it and when the last one was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySource {
+    pub ip: Option<String>,
+    pub tags: Option<serde_json::Value>,
+    pub count: u64,
+    pub last_seen: Timestamp,
 }
 
 /// What the retention job removed.
@@ -121,6 +131,34 @@ pub trait UsageStore: Send + Sync {
         identity_id: Option<Uuid>,
         since: Timestamp,
     ) -> Result<Vec<PostureInput>>;
+
+    /// The sources of the accepted (`VALID`) verifications of `key_id` at or after
+    /// `since` (raw events, so within the raw retention), grouped by address and tags,
+    /// the most recently seen first, at most `limit`.
+    async fn key_sources_since(
+        &self,
+        key_id: Uuid,
+        since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<KeySource>>;
+
+    /// Old keys in their grace: rotated (`rotated_to` set) with `revoked_at` in
+    /// `(now, until]`, whose `key.old_version_in_use` notice is not written yet, and
+    /// with accepted verifications in the minute rollups since the minute their
+    /// successor was created (an index lookup per key: unused keys are left out here,
+    /// not by scanning raw events; the caller checks the exact sources); the soonest
+    /// revoked first, at most `limit`.
+    async fn keys_in_grace(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<KeyRecord>>;
+
+    /// Remembers that the old-version notice of `key_id` was sent and writes its audit
+    /// entry, in one transaction, unless it was remembered already (another node, an
+    /// earlier run). Returns whether it wrote.
+    async fn record_old_version_notice(&self, key_id: Uuid, audit: &AuditEntry) -> Result<bool>;
 }
 
 /// Parses a stored outcome code.

@@ -79,6 +79,11 @@ pub struct Global {
     /// [env: KEYWARD_WEBHOOK_EXPIRING_BEFORE] [default: 7d]
     #[arg(long, global = true, value_name = "DURATION")]
     pub webhook_expiring_before: Option<String>,
+    /// How long before an old key's grace ends `key.old_version_in_use` fires if it is
+    /// still used; at most half the grace (serve)
+    /// [env: KEYWARD_WEBHOOK_OLD_VERSION_BEFORE] [default: 1h]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub webhook_old_version_before: Option<String>,
     /// Days raw usage events are kept [env: KEYWARD_USAGE_RETENTION_DAYS] [default: 7]
     #[arg(long, global = true, value_name = "DAYS")]
     pub usage_retention_days: Option<String>,
@@ -111,6 +116,7 @@ pub struct Global {
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
     /// redis_fallback, webhook_timeout, webhook_max_attempts, webhook_backoff,
     /// webhook_backoff_cap, webhook_deny_private, webhook_expiring_before,
+    /// webhook_old_version_before,
     /// usage_retention_days, usage_rollup_retention_days, audit_signing_key, cors_origin,
     /// tls_cert, tls_key, audit_log_file, token_key_rotation; values are strings)
     /// [env: KEYWARD_CONFIG]
@@ -147,6 +153,7 @@ impl Global {
             webhook_backoff_cap: self.webhook_backoff_cap.clone(),
             webhook_deny_private: self.webhook_deny_private.clone(),
             webhook_expiring_before: self.webhook_expiring_before.clone(),
+            webhook_old_version_before: self.webhook_old_version_before.clone(),
             usage_retention_days: self.usage_retention_days.clone(),
             usage_rollup_retention_days: self.usage_rollup_retention_days.clone(),
             audit_signing_key: self.audit_signing_key.clone(),
@@ -367,6 +374,9 @@ pub enum KeyCmd {
     /// Rotate a key automatically on a schedule
     #[command(subcommand, name = "rotation-policy")]
     RotationPolicy(RotationPolicyCmd),
+    /// Who still uses the older keys of a key's rotation lineage, and until when
+    #[command(name = "rotation-status")]
+    RotationStatus { id: Uuid },
     /// Check a key; exits 1 when it is not valid
     Verify {
         /// The key, or - to read it from stdin (keeps it out of the process list)

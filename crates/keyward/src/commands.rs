@@ -13,6 +13,7 @@ use crate::error::CliError;
 use crate::output;
 use crate::settings::Settings;
 
+mod rotation_status;
 mod run;
 mod vault;
 pub mod webhook;
@@ -279,6 +280,7 @@ pub async fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<(), CliError> {
             ctx.print(&k, |k| output::created_key(k, now()));
         }
         KeyCmd::RotationPolicy(cmd) => vault::rotation_policy(ctx, cmd).await?,
+        KeyCmd::RotationStatus { id } => rotation_status::show(ctx, id).await?,
         KeyCmd::Revoke { id } => {
             let k = c.revoke_key(id).await.map_err(|e| ctx.api(e))?;
             if ctx.json {

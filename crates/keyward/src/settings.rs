@@ -33,6 +33,7 @@ pub struct Layer {
     pub webhook_backoff_cap: Option<String>,
     pub webhook_deny_private: Option<String>,
     pub webhook_expiring_before: Option<String>,
+    pub webhook_old_version_before: Option<String>,
     /// Days raw usage events (and per-minute rollups) are kept.
     pub usage_retention_days: Option<String>,
     /// Days per-hour and per-day usage rollups are kept.
@@ -94,6 +95,7 @@ impl Layer {
             webhook_backoff_cap: get("KEYWARD_WEBHOOK_BACKOFF_CAP"),
             webhook_deny_private: get("KEYWARD_WEBHOOK_DENY_PRIVATE"),
             webhook_expiring_before: get("KEYWARD_WEBHOOK_EXPIRING_BEFORE"),
+            webhook_old_version_before: get("KEYWARD_WEBHOOK_OLD_VERSION_BEFORE"),
             usage_retention_days: get("KEYWARD_USAGE_RETENTION_DAYS"),
             usage_rollup_retention_days: get("KEYWARD_USAGE_ROLLUP_RETENTION_DAYS"),
             audit_signing_key: get("KEYWARD_AUDIT_SIGNING_KEY"),
@@ -146,6 +148,7 @@ pub struct Settings {
     pub webhook_backoff_cap: Option<String>,
     pub webhook_deny_private: Option<String>,
     pub webhook_expiring_before: Option<String>,
+    pub webhook_old_version_before: Option<String>,
     /// Usage retention in days (`None`: the server's defaults, 7 and 400). Validated when
     /// `serve` needs them.
     pub usage_retention_days: Option<String>,
@@ -216,6 +219,7 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         webhook_backoff_cap: pick(|l| &l.webhook_backoff_cap, layers),
         webhook_deny_private: pick(|l| &l.webhook_deny_private, layers),
         webhook_expiring_before: pick(|l| &l.webhook_expiring_before, layers),
+        webhook_old_version_before: pick(|l| &l.webhook_old_version_before, layers),
         usage_retention_days: pick(|l| &l.usage_retention_days, layers),
         usage_rollup_retention_days: pick(|l| &l.usage_rollup_retention_days, layers),
         audit_signing_key: pick(|l| &l.audit_signing_key, layers).map(PathBuf::from),

@@ -51,6 +51,11 @@ pub fn from(s: &Settings) -> Result<WebhookSettings, CliError> {
             "webhook-expiring-before",
             d.expiring_before,
         )?,
+        old_version_before: secs(
+            &s.webhook_old_version_before,
+            "webhook-old-version-before",
+            d.old_version_before,
+        )?,
         poll: d.poll,
     })
 }
@@ -71,6 +76,7 @@ mod tests {
         let d = from(&settings(|_| {})).unwrap();
         assert_eq!(d.timeout, Duration::from_secs(10));
         assert!(!d.deny_private);
+        assert_eq!(d.old_version_before, Duration::from_secs(3600));
         let s = from(&settings(|l| {
             l.webhook_timeout = Some("3s".into());
             l.webhook_max_attempts = Some("4".into());
@@ -78,6 +84,7 @@ mod tests {
             l.webhook_backoff_cap = Some("2h".into());
             l.webhook_deny_private = Some("true".into());
             l.webhook_expiring_before = Some("2d".into());
+            l.webhook_old_version_before = Some("10m".into());
         }))
         .unwrap();
         assert_eq!(
@@ -91,6 +98,7 @@ mod tests {
         );
         assert!(s.deny_private);
         assert_eq!(s.expiring_before, Duration::from_secs(2 * 86_400));
+        assert_eq!(s.old_version_before, Duration::from_secs(600));
     }
 
     #[test]
@@ -100,6 +108,7 @@ mod tests {
             |l| l.webhook_timeout = Some("0".into()),
             |l| l.webhook_max_attempts = Some("0".into()),
             |l| l.webhook_deny_private = Some("maybe".into()),
+            |l| l.webhook_old_version_before = Some("later".into()),
         ] {
             assert!(matches!(from(&settings(f)), Err(CliError::Usage(_))));
         }

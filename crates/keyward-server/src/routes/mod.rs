@@ -9,6 +9,7 @@ pub mod keys;
 pub mod leaks;
 pub mod posture;
 pub mod rotation_policy;
+pub mod rotation_status;
 pub mod secrets;
 pub mod tokens;
 pub mod usage;

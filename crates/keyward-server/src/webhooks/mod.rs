@@ -49,6 +49,9 @@ pub struct WebhookSettings {
     pub deny_private: bool,
     /// How long before a key's expiry `key.expiring` fires.
     pub expiring_before: Duration,
+    /// How long before an old key's grace ends `key.old_version_in_use` fires if the
+    /// old key is still used (at most half the grace).
+    pub old_version_before: Duration,
     /// How often the worker looks for new events and due retries.
     pub poll: Duration,
 }
@@ -62,6 +65,7 @@ impl Default for WebhookSettings {
             backoff_cap: Duration::from_secs(3600),
             deny_private: false,
             expiring_before: Duration::from_secs(7 * 24 * 3600),
+            old_version_before: Duration::from_secs(3600),
             poll: Duration::from_millis(250),
         }
     }

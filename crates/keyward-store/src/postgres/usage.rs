@@ -9,15 +9,18 @@ use chrono::DateTime;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use keyward_core::model::{AuditEntry, KeyRecord};
 use keyward_core::posture::KeyUsage;
 use keyward_core::time::Timestamp;
 use keyward_core::usage::{Bucket, UsageEvent};
 
-use super::{PgStore, corrupt, get, identity_from_row, key_from_row, map_err, to_json};
+use super::{
+    PgStore, corrupt, get, identity_from_row, insert_audit, key_from_row, map_err, to_json,
+};
 use crate::Result;
 use crate::usage::{
-    PRUNE_CHUNK, PostureInput, Pruned, RetentionCutoffs, TopKey, TopSource, UsageCount, UsageStore,
-    UsageSubject, parse_code, rollup_rows, scope_uses,
+    KeySource, PRUNE_CHUNK, PostureInput, Pruned, RetentionCutoffs, TopKey, TopSource, UsageCount,
+    UsageStore, UsageSubject, parse_code, rollup_rows, scope_uses,
 };
 
 /// Events per `INSERT ... UNNEST` statement.
@@ -356,5 +359,87 @@ impl UsageStore for PgStore {
             out[i].keys.push((k, usage));
         }
         Ok(out)
+    }
+
+    async fn key_sources_since(
+        &self,
+        key_id: Uuid,
+        since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<KeySource>> {
+        // The (key_id, at) index: the events of one key since its rotation.
+        let rows = sqlx::query(
+            "SELECT ip, tags::text, COUNT(*)::int8 AS n, MAX(at) AS last FROM usage_events \
+             WHERE key_id = $1 AND at >= $2 AND code = 'VALID' \
+             GROUP BY ip, tags ORDER BY last DESC, n DESC LIMIT $3",
+        )
+        .bind(key_id)
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let tags: Option<String> = get(r, 1)?;
+                Ok(KeySource {
+                    ip: get(r, 0)?,
+                    tags: tags
+                        .map(|t| serde_json::from_str(&t))
+                        .transpose()
+                        .map_err(|e| corrupt(&format!("usage tags: {e}")))?,
+                    count: get::<i64>(r, 2)?.max(0) as u64,
+                    last_seen: get(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn keys_in_grace(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<KeyRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_cols!(),
+            " FROM keys k WHERE k.rotated_to IS NOT NULL AND k.revoked_at > $1 \
+             AND k.revoked_at <= $2 \
+             AND NOT EXISTS (SELECT 1 FROM old_version_notices n WHERE n.key_id = k.id) \
+             AND EXISTS (SELECT 1 FROM usage_rollups r, keys s \
+                 WHERE s.id = k.rotated_to AND r.granularity = 'minute' \
+                 AND r.key_id = k.id AND r.code = 'VALID' \
+                 AND r.start >= date_trunc('minute', s.created_at)) \
+             ORDER BY k.revoked_at, k.id LIMIT $3"
+        ))
+        .bind(now)
+        .bind(until)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn record_old_version_notice(&self, key_id: Uuid, audit: &AuditEntry) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        // The primary key decides between two leaders: the loser inserts nothing and
+        // writes no audit entry.
+        let done = sqlx::query(
+            "INSERT INTO old_version_notices (key_id, noticed_at) VALUES ($1, $2) \
+             ON CONFLICT (key_id) DO NOTHING",
+        )
+        .bind(key_id)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
     }
 }

@@ -8,18 +8,19 @@ use async_trait::async_trait;
 use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
+use keyward_core::model::{AuditEntry, KeyRecord};
 use keyward_core::posture::KeyUsage;
 use keyward_core::time::Timestamp;
 use keyward_core::usage::{Bucket, UsageEvent};
 
 use super::{
-    SqliteStore, get, get_time, get_uuid, id_text, identity_from_row, key_from_row, map_err,
-    micros, to_json,
+    SqliteStore, get, get_time, get_uuid, id_text, identity_from_row, insert_audit, key_from_row,
+    map_err, micros, to_json,
 };
 use crate::Result;
 use crate::usage::{
-    PRUNE_CHUNK, PostureInput, Pruned, RetentionCutoffs, TopKey, TopSource, UsageCount, UsageStore,
-    UsageSubject, parse_code, rollup_rows, scope_uses,
+    KeySource, PRUNE_CHUNK, PostureInput, Pruned, RetentionCutoffs, TopKey, TopSource, UsageCount,
+    UsageStore, UsageSubject, parse_code, rollup_rows, scope_uses,
 };
 
 /// Rows per `INSERT` statement: 8 columns × 1000 stays far below SQLite's limit of
@@ -291,6 +292,87 @@ impl UsageStore for SqliteStore {
             out[i].keys.push((k, usage));
         }
         Ok(out)
+    }
+
+    async fn key_sources_since(
+        &self,
+        key_id: Uuid,
+        since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<KeySource>> {
+        // A scan of the events since `since` (the `at` index), filtered by key: the events
+        // of an old key are those of its grace, a short window.
+        let rows = sqlx::query(
+            "SELECT ip, tags, COUNT(*) AS n, MAX(at) AS last FROM usage_events \
+             WHERE at >= ? AND key_id = ? AND code = 'VALID' \
+             GROUP BY ip, tags ORDER BY last DESC, n DESC LIMIT ?",
+        )
+        .bind(micros(since))
+        .bind(id_text(key_id))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let tags: Option<String> = get(r, 1)?;
+                Ok(KeySource {
+                    ip: get(r, 0)?,
+                    tags: tags
+                        .map(|t| serde_json::from_str(&t))
+                        .transpose()
+                        .map_err(|e| crate::StoreError::Corrupt(format!("usage tags: {e}")))?,
+                    count: get::<i64>(r, 2)?.max(0) as u64,
+                    last_seen: get_time(r, 3, "usage_events.at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn keys_in_grace(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<KeyRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_cols!(),
+            " FROM keys k WHERE k.rotated_to IS NOT NULL AND k.revoked_at > ? \
+             AND k.revoked_at <= ? \
+             AND NOT EXISTS (SELECT 1 FROM old_version_notices n WHERE n.key_id = k.id) \
+             AND EXISTS (SELECT 1 FROM usage_rollups r, keys s \
+                 WHERE s.id = k.rotated_to AND r.granularity = 'minute' \
+                 AND r.key_id = k.id AND r.code = 'VALID' \
+                 AND r.start >= s.created_at / 60000000 * 60000000) \
+             ORDER BY k.revoked_at, k.id LIMIT ?"
+        ))
+        .bind(micros(now))
+        .bind(micros(until))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn record_old_version_notice(&self, key_id: Uuid, audit: &AuditEntry) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "INSERT INTO old_version_notices (key_id, noticed_at) VALUES (?, ?) \
+             ON CONFLICT (key_id) DO NOTHING",
+        )
+        .bind(id_text(key_id))
+        .bind(micros(audit.at))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
     }
 }
 
