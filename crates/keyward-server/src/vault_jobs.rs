@@ -74,6 +74,11 @@ pub fn spawn(
             {
                 tracing::warn!(error = %e, "rewrapping data keys failed; will retry");
             }
+            if let Some(v) = vault.as_deref()
+                && let Err(e) = crate::sealed_secrets::rewrap_some(&*store, v).await
+            {
+                tracing::warn!(error = %e, "rewrapping sealed secrets failed; will retry");
+            }
         }
     })
 }

@@ -17,7 +17,9 @@ use super::identities::{ListQuery, next_page};
 use crate::auth::{Principal, WEBHOOKS_READ, WEBHOOKS_WRITE};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, IdPath, id_cursor, page_limit};
+use crate::sealed_secrets;
 use crate::state::AppState;
+use keyward_store::sealed_secrets::SealedKind;
 
 /// Longest webhook URL accepted.
 pub const URL_MAX: usize = 2048;
@@ -84,6 +86,8 @@ pub async fn create(
     ApiJson(body): ApiJson<proto::CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<proto::CreatedWebhook>)> {
     who.require(WEBHOOKS_WRITE)?;
+    let vault =
+        sealed_secrets::vault_for_new_secret(st.vault.as_deref(), "webhook signing secret")?;
     let url = check_url(&body.url)?;
     let events = webhook::check_events(&body.events).map_err(|(i, detail)| {
         ApiError::field(
@@ -99,11 +103,20 @@ pub async fn create(
         }
         None => webhook::generate_secret(),
     };
+    let id = Uuid::now_v7();
+    let sealed = sealed_secrets::seal(
+        vault,
+        SealedKind::WebhookSecret,
+        &id.to_string(),
+        secret.as_bytes(),
+    );
     let w = Webhook {
-        id: Uuid::now_v7(),
+        id,
         url: url.to_string(),
         events,
-        secret,
+        // Only the sealed form is stored; the plaintext is answered once, below.
+        secret: Zeroizing::new(String::new()),
+        sealed_secret: Some(sealed),
         created_at: crate::now(),
         after_seq: 0,
     };
@@ -120,7 +133,7 @@ pub async fn create(
             id: stored.id,
             url: stored.url.clone(),
             events: stored.events.clone(),
-            secret: stored.secret.to_string(),
+            secret: secret.to_string(),
             created_at: stored.created_at,
         }),
     ))
