@@ -1,7 +1,8 @@
 //! `/v1/webhooks`: where events are sent, and the log of their deliveries. The signing
 //! secret is answered once, by `POST`; it never appears in any other answer, in the
 //! logs or in the audit log (which records the destination's host, not its URL: a URL
-//! path may carry a token of the receiver's).
+//! path may carry a token of the receiver's). The store keeps the secret sealed under
+//! the vault's master key (`sealed_secrets.rs`); without one, `POST` answers 503.
 
 use axum::Json;
 use axum::extract::State;
@@ -78,7 +79,9 @@ fn check_url(raw: &str) -> Result<url::Url, ApiError> {
     request_body = proto::CreateWebhook,
     responses((status = 201, description = "the webhook, with its signing secret (shown once)",
                body = proto::CreatedWebhook),
-              (status = 400, body = proto::Problem), (status = 403, body = proto::Problem)),
+              (status = 400, body = proto::Problem), (status = 403, body = proto::Problem),
+              (status = 503, description = "no master key to seal the signing secret with",
+               body = proto::Problem)),
     security(("bearer" = [])))]
 pub async fn create(
     State(st): State<AppState>,
