@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::envelope::Sealed;
 use crate::model::AuditRecord;
 use crate::time::Timestamp;
 
@@ -214,9 +215,13 @@ pub struct Webhook {
     pub id: Uuid,
     pub url: String,
     pub events: Vec<String>,
-    /// The HMAC signing secret. It must be recoverable to sign, so it cannot be kept
-    /// as a digest; it is never shown after creation, logged or audit-logged.
+    /// The HMAC signing secret in the clear: set only on a new webhook (to answer it
+    /// once) and on rows written before secrets were sealed; empty once sealed. It is
+    /// never shown after creation, logged or audit-logged.
     pub secret: Zeroizing<String>,
+    /// The signing secret sealed under the vault's master key (path
+    /// [`secret_path`], version [`SECRET_VERSION`]): what the store keeps.
+    pub sealed_secret: Option<Sealed>,
     pub created_at: Timestamp,
     /// The audit sequence number of its creation: it receives events recorded after it.
     pub after_seq: i64,
@@ -229,11 +234,20 @@ impl std::fmt::Debug for Webhook {
             .field("url", &self.url)
             .field("events", &self.events)
             .field("secret", &"<redacted>")
+            .field("sealed_secret", &self.sealed_secret)
             .field("created_at", &self.created_at)
             .field("after_seq", &self.after_seq)
             .finish()
     }
 }
+
+/// The envelope path that binds a webhook's sealed signing secret to its row.
+pub fn secret_path(id: Uuid) -> String {
+    format!("keyward/webhook/{id}")
+}
+
+/// The envelope version of a sealed signing secret (a webhook has one secret).
+pub const SECRET_VERSION: i64 = 1;
 
 impl Webhook {
     pub fn wants(&self, event_type: &str) -> bool {

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod redis_limits;
 pub mod rotation_status;
 pub mod routes;
+pub mod sealed_secrets;
 pub mod security_headers;
 pub mod sessions;
 pub mod shared_limits;
@@ -454,6 +455,12 @@ pub async fn start_with_parts(
         security,
         token_key_rotation,
     } = parts;
+    if let Some(v) = vault.as_deref() {
+        // The one-time upgrade of secrets stored in the clear before sealing existed.
+        sealed_secrets::seal_plaintext(&*store, v)
+            .await
+            .context("sealing secrets stored in the clear")?;
+    }
     let jobs_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shared = redis
         .clone()
@@ -486,6 +493,7 @@ pub async fn start_with_parts(
         store.clone(),
         jobs_leader.clone(),
         webhook_settings,
+        vault.clone(),
         rx.clone(),
     );
     let vault_jobs = vault_jobs::spawn(

@@ -76,6 +76,11 @@ pub fn spawn(
                 tracing::warn!(error = %e, "rewrapping data keys failed; will retry");
             }
             crate::rotation_status::notify_old_versions_in_use(&*store, old_version_before).await;
+            if let Some(v) = vault.as_deref()
+                && let Err(e) = crate::sealed_secrets::rewrap_some(&*store, v).await
+            {
+                tracing::warn!(error = %e, "rewrapping sealed secrets failed; will retry");
+            }
         }
     })
 }

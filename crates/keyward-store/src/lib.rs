@@ -19,6 +19,7 @@ use keyward_core::time::Timestamp;
 pub mod admins;
 pub mod audit_chain;
 pub mod postgres;
+pub mod sealed_secrets;
 pub mod sqlite;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -99,6 +100,7 @@ pub trait Store:
     + audit_chain::AuditChainStore
     + admins::AdminStore
     + TokenStore
+    + sealed_secrets::SealedSecretStore
 {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;

@@ -55,6 +55,7 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 /// down) before `Unavailable` (503).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+mod sealed_secrets;
 mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -66,6 +66,7 @@ pub struct SqliteStore {
 mod admins;
 mod audit_chain;
 mod group_commit;
+mod sealed_secrets;
 mod tokens;
 mod webhooks;
 

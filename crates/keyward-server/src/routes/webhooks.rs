@@ -1,7 +1,8 @@
 //! `/v1/webhooks`: where events are sent, and the log of their deliveries. The signing
 //! secret is answered once, by `POST`; it never appears in any other answer, in the
 //! logs or in the audit log (which records the destination's host, not its URL: a URL
-//! path may carry a token of the receiver's).
+//! path may carry a token of the receiver's). The store keeps the secret sealed under
+//! the vault's master key (`sealed_secrets.rs`); without one, `POST` answers 503.
 
 use axum::Json;
 use axum::extract::State;
@@ -17,7 +18,9 @@ use super::identities::{ListQuery, next_page};
 use crate::auth::{Principal, WEBHOOKS_READ, WEBHOOKS_WRITE};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, IdPath, id_cursor, page_limit};
+use crate::sealed_secrets;
 use crate::state::AppState;
+use keyward_store::sealed_secrets::SealedKind;
 
 /// Longest webhook URL accepted.
 pub const URL_MAX: usize = 2048;
@@ -76,7 +79,9 @@ fn check_url(raw: &str) -> Result<url::Url, ApiError> {
     request_body = proto::CreateWebhook,
     responses((status = 201, description = "the webhook, with its signing secret (shown once)",
                body = proto::CreatedWebhook),
-              (status = 400, body = proto::Problem), (status = 403, body = proto::Problem)),
+              (status = 400, body = proto::Problem), (status = 403, body = proto::Problem),
+              (status = 503, description = "no master key to seal the signing secret with",
+               body = proto::Problem)),
     security(("bearer" = [])))]
 pub async fn create(
     State(st): State<AppState>,
@@ -84,6 +89,8 @@ pub async fn create(
     ApiJson(body): ApiJson<proto::CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<proto::CreatedWebhook>)> {
     who.require(WEBHOOKS_WRITE)?;
+    let vault =
+        sealed_secrets::vault_for_new_secret(st.vault.as_deref(), "webhook signing secret")?;
     let url = check_url(&body.url)?;
     let events = webhook::check_events(&body.events).map_err(|(i, detail)| {
         ApiError::field(
@@ -99,11 +106,20 @@ pub async fn create(
         }
         None => webhook::generate_secret(),
     };
+    let id = Uuid::now_v7();
+    let sealed = sealed_secrets::seal(
+        vault,
+        SealedKind::WebhookSecret,
+        &id.to_string(),
+        secret.as_bytes(),
+    );
     let w = Webhook {
-        id: Uuid::now_v7(),
+        id,
         url: url.to_string(),
         events,
-        secret,
+        // Only the sealed form is stored; the plaintext is answered once, below.
+        secret: Zeroizing::new(String::new()),
+        sealed_secret: Some(sealed),
         created_at: crate::now(),
         after_seq: 0,
     };
@@ -120,7 +136,7 @@ pub async fn create(
             id: stored.id,
             url: stored.url.clone(),
             events: stored.events.clone(),
-            secret: stored.secret.to_string(),
+            secret: secret.to_string(),
             created_at: stored.created_at,
         }),
     ))

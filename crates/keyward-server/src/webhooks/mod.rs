@@ -26,11 +26,15 @@ use std::time::{Duration, Instant};
 
 use keyward_core::webhook::{Attempt, Delivery, DeliveryState, Webhook, backoff, jitter};
 use keyward_store::Store;
+use keyward_store::sealed_secrets::SealedKind;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use self::send::Sender;
+use crate::sealed_secrets;
+use crate::vault::Vault;
 
 /// What the webhook worker does; `keyward serve` flags set them.
 #[derive(Debug, Clone)]
@@ -93,6 +97,7 @@ pub fn spawn(
     store: Arc<dyn Store>,
     leader: Arc<AtomicBool>,
     settings: WebhookSettings,
+    vault: Option<Arc<Vault>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -134,7 +139,10 @@ pub fn spawn(
                 next_refresh = Instant::now() + REFRESH_EVERY;
                 match fanout::all_webhooks(&*store).await {
                     Ok(webhooks) => {
-                        refresh_lanes(&mut lanes, webhooks, &store, &sender, &settings, &wake).await
+                        refresh_lanes(
+                            &mut lanes, webhooks, &store, &sender, &vault, &settings, &wake,
+                        )
+                        .await
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot list webhooks; will retry"),
                 }
@@ -165,6 +173,7 @@ async fn refresh_lanes(
     webhooks: Vec<Webhook>,
     store: &Arc<dyn Store>,
     sender: &Arc<Sender>,
+    vault: &Option<Arc<Vault>>,
     settings: &WebhookSettings,
     wake: &Arc<Notify>,
 ) {
@@ -189,6 +198,7 @@ async fn refresh_lanes(
         let task = tokio::spawn(lane(
             store.clone(),
             sender.clone(),
+            vault.clone(),
             settings.clone(),
             webhook.clone(),
             wake.clone(),
@@ -214,10 +224,23 @@ async fn stop_lanes(lanes: &mut HashMap<Uuid, Lane>) {
     }
 }
 
+/// The plaintext signing secret (wiped when dropped): opened from its sealed form, or
+/// as stored on a row from before sealing existed (sealed at the next start with a
+/// master key).
+fn signing_secret(vault: Option<&Vault>, w: &Webhook) -> Result<Zeroizing<Vec<u8>>, String> {
+    let Some(sealed) = &w.sealed_secret else {
+        return Ok(Zeroizing::new(w.secret.as_bytes().to_vec()));
+    };
+    let vault = vault.ok_or("the signing secret is sealed and this server has no master key")?;
+    sealed_secrets::open(vault, SealedKind::WebhookSecret, &w.id.to_string(), sealed)
+        .map_err(|e| format!("cannot open the signing secret: {e}"))
+}
+
 /// One webhook's deliveries, one at a time, oldest due first.
 async fn lane(
     store: Arc<dyn Store>,
     sender: Arc<Sender>,
+    vault: Option<Arc<Vault>>,
     settings: WebhookSettings,
     webhook: Webhook,
     wake: Arc<Notify>,
@@ -235,7 +258,9 @@ async fn lane(
             .claim_webhook_delivery(webhook.id, now, lease_until)
             .await
         {
-            Ok(Some(d)) => attempt(&*store, &sender, &settings, &webhook, d).await,
+            Ok(Some(d)) => {
+                attempt(&*store, &sender, vault.as_deref(), &settings, &webhook, d).await
+            }
             Ok(None) => {
                 tokio::select! {
                     _ = woken => {}
@@ -257,12 +282,17 @@ async fn lane(
 async fn attempt(
     store: &dyn Store,
     sender: &Sender,
+    vault: Option<&Vault>,
     settings: &WebhookSettings,
     webhook: &Webhook,
     d: Delivery,
 ) {
     let at = crate::now();
-    let outcome = sender.send(webhook, &d, at.timestamp()).await;
+    let outcome = match signing_secret(vault, webhook) {
+        Ok(secret) => sender.send(webhook, &secret, &d, at.timestamp()).await,
+        // Counted as a failed attempt: retried with backoff, like a receiver that is down.
+        Err(error) => send::Outcome::failed("no_secret", error),
+    };
     metrics::counter!("keyward_webhook_deliveries_total", "result" => outcome.result).increment(1);
     let attempts = u32::try_from(d.attempts).unwrap_or(0) + 1;
     let (state, next_attempt_at) = if outcome.delivered() {

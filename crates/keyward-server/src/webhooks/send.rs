@@ -36,11 +36,21 @@ pub struct Outcome {
     pub error: Option<String>,
     pub duration: Duration,
     /// The metric label: `delivered`, `http_error`, `timeout`, `connect_error`,
-    /// `refused` or `error`.
+    /// `refused`, `no_secret` (the signing secret cannot be opened) or `error`.
     pub result: &'static str,
 }
 
 impl Outcome {
+    /// An attempt that failed before anything was sent.
+    pub fn failed(result: &'static str, error: String) -> Outcome {
+        Outcome {
+            status: None,
+            error: Some(error),
+            duration: Duration::ZERO,
+            result,
+        }
+    }
+
     pub fn delivered(&self) -> bool {
         self.result == "delivered"
     }
@@ -70,8 +80,8 @@ impl Sender {
         })
     }
 
-    /// One attempt to deliver `d` to `w`, signed at `t` (unix seconds).
-    pub async fn send(&self, w: &Webhook, d: &Delivery, t: i64) -> Outcome {
+    /// One attempt to deliver `d` to `w`, signed with `secret` at `t` (unix seconds).
+    pub async fn send(&self, w: &Webhook, secret: &[u8], d: &Delivery, t: i64) -> Outcome {
         let started = Instant::now();
         let fail = |result, error: String| Outcome {
             status: None,
@@ -87,7 +97,7 @@ impl Sender {
             .http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, signature(w.secret.as_bytes(), t, &d.body))
+            .header(SIGNATURE_HEADER, signature(secret, t, &d.body))
             .header("Keyward-Event-Id", d.event_id.to_string())
             .header("Keyward-Event-Type", &d.event_type)
             .body(d.body.clone())

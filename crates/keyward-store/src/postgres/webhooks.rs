@@ -7,6 +7,7 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use keyward_core::envelope::Sealed;
 use keyward_core::model::AuditEntry;
 use keyward_core::time::Timestamp;
 use keyward_core::webhook::{Attempt, Delivery, DeliveryState, NewDelivery, Webhook};
@@ -17,7 +18,8 @@ use crate::webhooks::{WEBHOOK_CURSOR, WebhookStore, expiring_audit};
 
 macro_rules! webhook_cols {
     () => {
-        "id, url, events::text, secret, created_at, after_seq"
+        "id, url, events::text, secret, created_at, after_seq, \
+         secret_ciphertext, secret_wrapped_key, secret_master_key_id"
     };
 }
 macro_rules! delivery_cols {
@@ -35,6 +37,24 @@ fn webhook_from_row(row: &PgRow) -> Result<Webhook> {
         secret: Zeroizing::new(get(row, 3)?),
         created_at: get(row, 4)?,
         after_seq: get(row, 5)?,
+        sealed_secret: sealed_from_row(row)?,
+    })
+}
+
+/// The sealed secret, if the row has one (rows from before sealing have none until the
+/// upgrade at startup seals them).
+fn sealed_from_row(row: &PgRow) -> Result<Option<Sealed>> {
+    let ciphertext: Option<Vec<u8>> = get(row, 6)?;
+    let wrapped_key: Option<Vec<u8>> = get(row, 7)?;
+    let master_key_id: Option<String> = get(row, 8)?;
+    Ok(match (ciphertext, wrapped_key, master_key_id) {
+        (Some(ciphertext), Some(wrapped_key), Some(master_key_id)) => Some(Sealed {
+            ciphertext,
+            wrapped_key,
+            master_key_id,
+        }),
+        (None, None, None) => None,
+        _ => return Err(corrupt("webhooks.secret_*: partly sealed")),
     })
 }
 
@@ -62,6 +82,13 @@ fn delivery_from_row(row: &PgRow) -> Result<Delivery> {
 #[async_trait]
 impl WebhookStore for PgStore {
     async fn create_webhook(&self, webhook: &Webhook, audit: &AuditEntry) -> Result<Webhook> {
+        // A sealed secret is never also kept in the clear.
+        let sealed = webhook.sealed_secret.as_ref();
+        let plaintext = if sealed.is_some() {
+            ""
+        } else {
+            webhook.secret.as_str()
+        };
         let mut tx = self.begin().await?;
         insert_audit(&mut tx, audit).await?;
         // insert_audit holds the audit lock until commit: the newest seq is ours.
@@ -70,15 +97,19 @@ impl WebhookStore for PgStore {
             .await
             .map_err(map_err)?;
         sqlx::query(
-            "INSERT INTO webhooks (id, url, events, secret, created_at, after_seq) \
-             VALUES ($1, $2, $3::jsonb, $4, $5, $6)",
+            "INSERT INTO webhooks (id, url, events, secret, created_at, after_seq, \
+             secret_ciphertext, secret_wrapped_key, secret_master_key_id) \
+             VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9)",
         )
         .bind(webhook.id)
         .bind(&webhook.url)
         .bind(to_json(&webhook.events)?)
-        .bind(webhook.secret.as_str())
+        .bind(plaintext)
         .bind(webhook.created_at)
         .bind(seq)
+        .bind(sealed.map(|s| &s.ciphertext))
+        .bind(sealed.map(|s| &s.wrapped_key))
+        .bind(sealed.map(|s| &s.master_key_id))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -91,6 +122,7 @@ impl WebhookStore for PgStore {
         tx.commit().await.map_err(map_err)?;
         Ok(Webhook {
             after_seq: seq,
+            secret: Zeroizing::new(plaintext.to_owned()),
             ..webhook.clone()
         })
     }

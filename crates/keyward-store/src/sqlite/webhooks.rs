@@ -6,6 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use keyward_core::envelope::Sealed;
 use keyward_core::model::AuditEntry;
 use keyward_core::time::Timestamp;
 use keyward_core::webhook::{Attempt, Delivery, DeliveryState, NewDelivery, Webhook};
@@ -19,7 +20,8 @@ use crate::webhooks::{WEBHOOK_CURSOR, WebhookStore, expiring_audit};
 
 macro_rules! webhook_cols {
     () => {
-        "id, url, events, secret, created_at, after_seq"
+        "id, url, events, secret, created_at, after_seq, \
+         secret_ciphertext, secret_wrapped_key, secret_master_key_id"
     };
 }
 macro_rules! delivery_cols {
@@ -37,6 +39,24 @@ fn webhook_from_row(row: &SqliteRow) -> Result<Webhook> {
         secret: Zeroizing::new(get(row, 3)?),
         created_at: get_time(row, 4, "webhooks.created_at")?,
         after_seq: get(row, 5)?,
+        sealed_secret: sealed_from_row(row)?,
+    })
+}
+
+/// The sealed secret, if the row has one (rows from before sealing have none until the
+/// upgrade at startup seals them).
+fn sealed_from_row(row: &SqliteRow) -> Result<Option<Sealed>> {
+    let ciphertext: Option<Vec<u8>> = get(row, 6)?;
+    let wrapped_key: Option<Vec<u8>> = get(row, 7)?;
+    let master_key_id: Option<String> = get(row, 8)?;
+    Ok(match (ciphertext, wrapped_key, master_key_id) {
+        (Some(ciphertext), Some(wrapped_key), Some(master_key_id)) => Some(Sealed {
+            ciphertext,
+            wrapped_key,
+            master_key_id,
+        }),
+        (None, None, None) => None,
+        _ => return Err(corrupt("webhooks.secret_*: partly sealed")),
     })
 }
 
@@ -64,6 +84,13 @@ fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
 #[async_trait]
 impl WebhookStore for SqliteStore {
     async fn create_webhook(&self, webhook: &Webhook, audit: &AuditEntry) -> Result<Webhook> {
+        // A sealed secret is never also kept in the clear.
+        let sealed = webhook.sealed_secret.as_ref();
+        let plaintext = if sealed.is_some() {
+            ""
+        } else {
+            webhook.secret.as_str()
+        };
         let mut tx = self.begin_write().await?;
         insert_audit(&mut tx, audit).await?;
         // Under the write lock: the newest seq is the entry just written.
@@ -72,15 +99,19 @@ impl WebhookStore for SqliteStore {
             .await
             .map_err(map_err)?;
         sqlx::query(
-            "INSERT INTO webhooks (id, url, events, secret, created_at, after_seq) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO webhooks (id, url, events, secret, created_at, after_seq, \
+             secret_ciphertext, secret_wrapped_key, secret_master_key_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id_text(webhook.id))
         .bind(&webhook.url)
         .bind(to_json(&webhook.events)?)
-        .bind(webhook.secret.as_str())
+        .bind(plaintext)
         .bind(micros(webhook.created_at))
         .bind(seq)
+        .bind(sealed.map(|s| &s.ciphertext))
+        .bind(sealed.map(|s| &s.wrapped_key))
+        .bind(sealed.map(|s| &s.master_key_id))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -93,6 +124,7 @@ impl WebhookStore for SqliteStore {
         tx.commit().await.map_err(map_err)?;
         Ok(Webhook {
             after_seq: seq,
+            secret: Zeroizing::new(plaintext.to_owned()),
             ..webhook.clone()
         })
     }

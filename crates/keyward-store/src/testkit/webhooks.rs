@@ -23,6 +23,7 @@ pub fn webhook() -> Webhook {
         secret: Zeroizing::new(format!("whsec_{}", Uuid::now_v7().simple())),
         created_at: now(),
         after_seq: 0,
+        sealed_secret: None,
     }
 }
 
