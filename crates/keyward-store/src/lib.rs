@@ -17,6 +17,7 @@ use keyward_core::model::{
 use keyward_core::time::Timestamp;
 
 pub mod admins;
+pub mod alerts;
 pub mod audit_chain;
 pub mod postgres;
 pub mod sqlite;
@@ -99,6 +100,7 @@ pub trait Store:
     + audit_chain::AuditChainStore
     + admins::AdminStore
     + TokenStore
+    + alerts::AlertStore
 {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
