@@ -194,5 +194,75 @@ fn cold(c: &mut Criterion) {
     );
 }
 
-criterion_group!(verify, warm, cold);
+/// What usage recording costs a warm verification: the same warm path with every event
+/// queued and drained by the real usage writer (into the SQLite store, as a server
+/// does), and with recording off. `cargo bench -p keyward-server --bench verify --
+/// verify/usage`.
+fn usage_recording(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scopes = vec!["orders:read".to_owned()];
+    let req = VerifyRequest {
+        scopes: &scopes,
+        permission: None,
+        ip: None,
+    };
+    let n = 10_000;
+    let (store, keys) = rt.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        let keys = populate(store.clone(), n).await;
+        (store, keys)
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    for recording in [true, false] {
+        let verifier = rt.block_on(async {
+            let (verifier, queue) = if recording {
+                Verifier::new(store.clone(), 2 * n)
+            } else {
+                Verifier::without_usage_recording(store.clone(), 2 * n)
+            };
+            std::mem::forget(queue);
+            let now = keyward_server::now();
+            for k in &keys {
+                assert_eq!(
+                    verifier.verify(k, &req, now).await.unwrap().code,
+                    VerifyCode::Valid
+                );
+            }
+            verifier
+        });
+        let writer = recording.then(|| {
+            rt.spawn(keyward_server::usage::write_usage(
+                verifier.usage().clone(),
+                store.clone(),
+                stopped.clone(),
+            ))
+        });
+        let name = if recording {
+            format!("verify/usage recording on (queue drained by the writer), {n} keys")
+        } else {
+            format!("verify/usage recording off, {n} keys")
+        };
+        let now = keyward_server::now();
+        let mut i = 0usize;
+        c.bench_function(&name, |b| {
+            b.iter(|| {
+                i = (i + 7919) % keys.len();
+                verifier
+                    .try_verify_warm(black_box(&keys[i]), &req, now)
+                    .unwrap()
+            })
+        });
+        if writer.is_some() {
+            // Whether the writer kept up: a queue near capacity means events were dropped.
+            eprintln!(
+                "usage queue depth after the run: {}",
+                verifier.usage().depth()
+            );
+        }
+    }
+    let _ = stop.send(true);
+}
+
+criterion_group!(verify, warm, cold, usage_recording);
 criterion_main!(verify);

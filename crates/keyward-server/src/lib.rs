@@ -26,6 +26,7 @@ pub mod throttle;
 pub mod tls;
 pub mod tokens;
 pub mod usage;
+mod usage_alerts;
 pub mod vault;
 pub mod vault_jobs;
 pub mod verifier;
@@ -513,10 +514,11 @@ pub async fn start_with_parts(
     // The usage writer stops only once the HTTP server has finished every request, so
     // its last drain sees every event.
     let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
-    let usage_writer = tokio::spawn(usage::write_usage(
+    let usage_writer = tokio::spawn(usage::write_usage_alerting(
         verifier.usage().clone(),
         store.clone(),
         usage_stopped,
+        usage_settings.alert_window,
     ));
     let checkpoints = security.audit_signer.clone().map(|signer| {
         audit_signing::spawn_checkpoints(store.clone(), signer, jobs_leader.clone(), rx.clone())

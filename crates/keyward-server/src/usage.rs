@@ -23,6 +23,7 @@ use keyward_store::Store;
 use keyward_store::usage::RetentionCutoffs;
 use tokio::sync::watch;
 
+use crate::usage_alerts::Alerts;
 use crate::verifier::CachedKey;
 
 /// How often the writer drains the queue.
@@ -44,6 +45,9 @@ pub struct UsageSettings {
     pub raw_retention_days: u32,
     /// Per-hour and per-day rollups are kept this many days.
     pub rollup_retention_days: u32,
+    /// At most one `key.rate_limited` / `key.usage_exceeded` alert per key and kind in
+    /// this long (`usage_alerts.rs`).
+    pub alert_window: Duration,
 }
 
 impl Default for UsageSettings {
@@ -52,6 +56,7 @@ impl Default for UsageSettings {
             queue_capacity: 128 * 1024,
             raw_retention_days: 7,
             rollup_retention_days: 400,
+            alert_window: crate::usage_alerts::DEFAULT_ALERT_WINDOW,
         }
     }
 }
@@ -150,15 +155,29 @@ impl UsageRecorder {
 
 /// Writes queued events every [`FLUSH_EVERY`] until `stop` turns true, then drains the
 /// queue to the end. Start `stop` only once nothing verifies any more (after the HTTP
-/// server has stopped), so that no event is queued after the final drain.
+/// server has stopped), so that no event is queued after the final drain. Alerts use
+/// the default window.
 pub async fn write_usage(
     recorder: Arc<UsageRecorder>,
     store: Arc<dyn Store>,
+    stop: watch::Receiver<bool>,
+) {
+    let window = UsageSettings::default().alert_window;
+    write_usage_alerting(recorder, store, stop, window).await;
+}
+
+/// [`write_usage`], raising `key.rate_limited` / `key.usage_exceeded` alerts at most
+/// once per key and kind per `alert_window`.
+pub async fn write_usage_alerting(
+    recorder: Arc<UsageRecorder>,
+    store: Arc<dyn Store>,
     mut stop: watch::Receiver<bool>,
+    alert_window: Duration,
 ) {
     let mut writer = Writer {
         recorder,
         store,
+        alerts: Alerts::new(alert_window),
         unwritten: Vec::new(),
         latency: metrics::histogram!("keyward_verify_duration_seconds"),
         depth: metrics::gauge!("keyward_usage_queue_depth"),
@@ -190,6 +209,7 @@ pub async fn write_usage(
 struct Writer {
     recorder: Arc<UsageRecorder>,
     store: Arc<dyn Store>,
+    alerts: Alerts,
     /// Events drained but not written yet (the store failed): retried first.
     unwritten: Vec<UsageEvent>,
     latency: metrics::Histogram,
@@ -214,6 +234,9 @@ impl Writer {
             let batch = self.unwritten.len().min(BATCH_MAX);
             match self.store.record_usage(&self.unwritten[..batch]).await {
                 Ok(()) => {
+                    self.alerts
+                        .raise(&*self.store, &self.unwritten[..batch], crate::now())
+                        .await;
                     self.unwritten.drain(..batch);
                     self.written.increment(batch as u64);
                 }

@@ -138,6 +138,8 @@ pub struct Verifier {
     shared: Option<Arc<dyn SharedLimiter>>,
     /// Every verification's usage event goes here (`usage.rs`).
     usage: Arc<UsageRecorder>,
+    /// False only for a verifier built to measure verify without usage recording.
+    record_usage: bool,
 }
 
 /// The receiving end of keys used since the last flush, drained by [`flush_last_used`].
@@ -154,6 +156,24 @@ impl Verifier {
         capacity: usize,
         shared: Option<Arc<dyn SharedLimiter>>,
     ) -> (Arc<Verifier>, LastUsedQueue) {
+        Self::build(store, capacity, shared, true)
+    }
+
+    /// A verifier that records no usage events: only to measure what recording costs
+    /// (the verify bench). A server always records.
+    pub fn without_usage_recording(
+        store: Arc<dyn Store>,
+        capacity: usize,
+    ) -> (Arc<Verifier>, LastUsedQueue) {
+        Self::build(store, capacity, None, false)
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        capacity: usize,
+        shared: Option<Arc<dyn SharedLimiter>>,
+        record_usage: bool,
+    ) -> (Arc<Verifier>, LastUsedQueue) {
         let (tx, rx) = mpsc::channel(64 * 1024);
         let v = Verifier {
             store,
@@ -164,6 +184,7 @@ impl Verifier {
             metrics: VerifyMetrics::new(),
             shared,
             usage: Arc::new(UsageRecorder::new(UsageSettings::default().queue_capacity)),
+            record_usage,
         };
         (Arc::new(v), rx)
     }
@@ -270,26 +291,28 @@ impl Verifier {
     ) {
         self.metrics.by_code[outcome.code as usize].increment(1);
         let valid = outcome.code == VerifyCode::Valid;
-        self.usage.record(PendingEvent {
-            at_micros: now.timestamp_micros(),
-            key: outcome.key.clone(),
-            code: outcome.code,
-            ip: req.ip,
-            latency_us: u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX),
-            exercised: match &outcome.key {
-                Some(k) if valid => exercised_scopes(&k.policy.scopes, req),
-                _ => 0,
-            },
-            // Only refused calls pay for naming what they asked for.
-            requested: if valid {
-                None
-            } else {
-                Some(requested_scopes(req))
-                    .filter(|r| !r.is_empty())
-                    .map(Vec::into_boxed_slice)
-            },
-            tags,
-        });
+        if self.record_usage {
+            self.usage.record(PendingEvent {
+                at_micros: now.timestamp_micros(),
+                key: outcome.key.clone(),
+                code: outcome.code,
+                ip: req.ip,
+                latency_us: u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX),
+                exercised: match &outcome.key {
+                    Some(k) if valid => exercised_scopes(&k.policy.scopes, req),
+                    _ => 0,
+                },
+                // Only refused calls pay for naming what they asked for.
+                requested: if valid {
+                    None
+                } else {
+                    Some(requested_scopes(req))
+                        .filter(|r| !r.is_empty())
+                        .map(Vec::into_boxed_slice)
+                },
+                tags,
+            });
+        }
         if outcome.code == VerifyCode::Valid
             && let Some(k) = &outcome.key
         {

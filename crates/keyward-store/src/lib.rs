@@ -17,6 +17,7 @@ use keyward_core::model::{
 use keyward_core::time::Timestamp;
 
 pub mod admins;
+pub mod alerts;
 pub mod audit_chain;
 pub mod postgres;
 pub mod sealed_secrets;
@@ -101,6 +102,7 @@ pub trait Store:
     + admins::AdminStore
     + TokenStore
     + sealed_secrets::SealedSecretStore
+    + alerts::AlertStore
 {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;

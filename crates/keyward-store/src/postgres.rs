@@ -61,6 +61,7 @@ mod webhooks;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 mod admins;
+mod alerts;
 mod audit_chain;
 mod tokens;
 

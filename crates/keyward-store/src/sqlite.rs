@@ -64,6 +64,7 @@ pub struct SqliteStore {
 }
 
 mod admins;
+mod alerts;
 mod audit_chain;
 mod group_commit;
 mod sealed_secrets;
