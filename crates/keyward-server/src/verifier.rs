@@ -313,9 +313,7 @@ impl Verifier {
                 tags,
             });
         }
-        if outcome.code == VerifyCode::Valid
-            && let Some(k) = &outcome.key
-        {
+        if valid && let Some(k) = &outcome.key {
             let micros = now.timestamp_micros();
             k.last_used_micros.store(micros, Ordering::Relaxed);
             if micros - k.last_written_micros.load(Ordering::Relaxed) >= LAST_USED_RESOLUTION_MICROS
