@@ -6,6 +6,7 @@
 //! predictable.
 
 pub mod admin;
+pub mod anomaly;
 pub mod audit_chain;
 pub mod code;
 pub mod digest;
