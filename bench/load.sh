@@ -22,6 +22,8 @@ trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
 # One core for the server: its runtime gets one worker thread to match.
+# USAGE=off turns usage recording off (bench/usage-cost.sh measures what it costs).
+[ "${USAGE:-on}" = off ] && export KEYWARD_BENCH_USAGE_RECORDING=off
 TOKIO_WORKER_THREADS=1 KEYWARD_LOG=warn taskset -c "$SERVER_CPU" \
   target/release/keyward serve --listen "127.0.0.1:$port" --data-dir "$work/data" 2>"$work/serve.log" &
 server=$!
@@ -45,7 +47,10 @@ measure() {
 import sys
 out, s0, s1, d = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 u, s = map(float, open(out + ".wrkcpu").read().split()[-2:])
-print(f"   server CPU {100*(s1-s0)/d:.0f}%, wrk CPU {100*(u+s)/d:.0f}%")
+reqs = next(float(l.split()[0]) for l in open(out) if "requests in" in l)
+cpu_us = 1e6 * (s1 - s0) / reqs
+open(out + ".cpu_us", "w").write(f"{cpu_us:.1f}")
+print(f"   server CPU {100*(s1-s0)/d:.0f}%, wrk CPU {100*(u+s)/d:.0f}%, server CPU per request {cpu_us:.1f} µs")
 PY
 }
 # wrk's latency lines ("50%  1.23ms") in milliseconds.
@@ -82,7 +87,7 @@ KEYS_FILE="$work/keys" VERIFIER="$verifier" measure "$work/verify.txt" -d"${DURA
 h=$(rps "$work/healthz.txt"); v=$(rps "$work/verify.txt")
 valid=$(curl -s "$base/metrics" | grep -F 'keyward_verify_total{code="VALID"}' | awk '{print $2}')
 echo
-printf 'RESULT keyward healthz_rps=%s verify_rps=%s ratio=%.3f p50_ms=%s p99_ms=%s non2xx=%s valid_total=%s create_keys_per_s=%s\n' \
+printf 'RESULT keyward healthz_rps=%s verify_rps=%s ratio=%.3f p50_ms=%s p99_ms=%s non2xx=%s valid_total=%s create_keys_per_s=%s verify_cpu_us=%s usage=%s\n' \
   "$h" "$v" "$(python3 -c "print($v/$h)")" "$(pct 50 "$work/verify.txt")" "$(pct 99 "$work/verify.txt")" \
-  "$(non2xx "$work/verify.txt" || true)" "$valid" "$create_rate"
+  "$(non2xx "$work/verify.txt" || true)" "$valid" "$create_rate" "$(cat "$work/verify.txt.cpu_us")" "${USAGE:-on}"
 echo "healthz: p50 $(pct 50 "$work/healthz.txt") ms, p99 $(pct 99 "$work/healthz.txt") ms"

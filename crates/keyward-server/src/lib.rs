@@ -469,7 +469,12 @@ pub async fn start_with_parts(
     // The recorder first: the verifier registers its counters when it is built.
     let metrics = metrics_handle();
     let (verifier, last_used) =
-        Verifier::with_shared_limiter(store.clone(), CACHE_CAPACITY, shared);
+        Verifier::for_server(store.clone(), CACHE_CAPACITY, shared, usage_settings.record);
+    if !usage_settings.record {
+        tracing::warn!(
+            "usage recording is OFF (a measurement setting): no usage events, analytics or last-use times"
+        );
+    }
     let signing_keys = tokens::SigningKeys::new(store.clone());
     let state = AppState {
         store: store.clone(),

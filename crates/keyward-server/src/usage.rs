@@ -48,6 +48,9 @@ pub struct UsageSettings {
     /// At most one `key.rate_limited` / `key.usage_exceeded` alert per key and kind in
     /// this long (`usage_alerts.rs`).
     pub alert_window: Duration,
+    /// Whether verifications are recorded at all. Always on in service: off only to
+    /// measure what recording costs (`bench/usage-cost.sh`).
+    pub record: bool,
 }
 
 impl Default for UsageSettings {
@@ -57,6 +60,7 @@ impl Default for UsageSettings {
             raw_retention_days: 7,
             rollup_retention_days: 400,
             alert_window: crate::usage_alerts::DEFAULT_ALERT_WINDOW,
+            record: true,
         }
     }
 }

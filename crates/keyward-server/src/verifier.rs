@@ -159,6 +159,17 @@ impl Verifier {
         Self::build(store, capacity, shared, true)
     }
 
+    /// A verifier for a server: rate limits through `shared` when given, usage events
+    /// recorded unless `record_usage` is false (only to measure what recording costs).
+    pub fn for_server(
+        store: Arc<dyn Store>,
+        capacity: usize,
+        shared: Option<Arc<dyn SharedLimiter>>,
+        record_usage: bool,
+    ) -> (Arc<Verifier>, LastUsedQueue) {
+        Self::build(store, capacity, shared, record_usage)
+    }
+
     /// A verifier that records no usage events: only to measure what recording costs
     /// (the verify bench). A server always records.
     pub fn without_usage_recording(

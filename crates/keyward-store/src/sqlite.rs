@@ -61,6 +61,9 @@ pub struct SqliteStore {
     /// The verify lookup on the caller's thread (`None` for an in-memory database,
     /// which lives on one pooled connection).
     sync_reader: Option<std::sync::Arc<sync_read::SyncReader>>,
+    /// Usage ingestion on prepared statements (`usage_ingest.rs`); `None` in memory,
+    /// where only the writer's connection sees the database.
+    usage_ingest: Option<std::sync::Arc<usage_ingest::UsageIngest>>,
 }
 
 mod admins;
@@ -130,6 +133,9 @@ impl SqliteStore {
 
         let sync_reader = (!in_memory)
             .then(|| std::sync::Arc::new(sync_read::SyncReader::new(base.get_filename().into())));
+        let usage_ingest = (!in_memory).then(|| {
+            std::sync::Arc::new(usage_ingest::UsageIngest::new(base.get_filename().into()))
+        });
         let reader = if in_memory {
             writer.clone()
         } else {
@@ -147,6 +153,7 @@ impl SqliteStore {
             reader,
             group,
             sync_reader,
+            usage_ingest,
         })
     }
 
@@ -349,6 +356,7 @@ macro_rules! key_by_digest {
 
 // After the macros it uses.
 mod sync_read;
+mod usage_ingest;
 
 fn identity_from_row(row: &SqliteRow) -> Result<Identity> {
     Ok(Identity {

@@ -66,6 +66,9 @@ fn usage_settings(settings: &Settings) -> Result<keyward_server::usage::UsageSet
             "usage-rollup-retention-days",
             d.rollup_retention_days,
         )?,
+        // Measurement only (bench/usage-cost.sh), hence not a documented setting: a
+        // server in service always records every verification.
+        record: std::env::var("KEYWARD_BENCH_USAGE_RECORDING").as_deref() != Ok("off"),
         ..d
     })
 }

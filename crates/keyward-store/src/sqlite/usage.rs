@@ -27,6 +27,17 @@ use crate::usage::{
 /// 32,766 bound parameters.
 const ROWS_PER_INSERT: usize = 1000;
 
+/// Runs a short blocking job (a batch of inserts and one fsync) from async code: under
+/// `block_in_place` on a multi-threaded runtime, so the worker's other tasks move to
+/// another thread meanwhile; inline on a current-thread runtime (tests, tools), which
+/// has no other worker to hand them to.
+fn run_blocking<T>(job: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(job),
+        _ => job(),
+    }
+}
+
 fn subject_filter(q: &mut QueryBuilder<Sqlite>, subject: Option<UsageSubject>) {
     match subject {
         Some(UsageSubject::Key(id)) => {
@@ -44,6 +55,12 @@ impl UsageStore for SqliteStore {
     async fn record_usage(&self, events: &[UsageEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
+        }
+        if let Some(ingest) = &self.usage_ingest {
+            // The writer connection is the in-process write permit: held, nothing else
+            // here writes while the ingestion connection does.
+            let _permit = self.writer.acquire().await.map_err(map_err)?;
+            return run_blocking(|| ingest.write(events));
         }
         let mut tx = self.begin_write().await?;
         for chunk in events.chunks(ROWS_PER_INSERT) {

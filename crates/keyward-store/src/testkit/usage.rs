@@ -275,7 +275,7 @@ pub async fn posture_inputs(store: &dyn Store) {
 
 /// Ingestion rate: `batches` batches of `per_batch` events over 100 keys, as the usage
 /// writer sends them. Returns events per second.
-pub async fn ingestion_rate(store: &dyn Store, batches: usize, per_batch: usize) -> f64 {
+pub async fn ingestion_rate(store: &dyn Store, batches: usize, per_batch: usize) -> Ingestion {
     let i = new_identity(store, "usage-rate").await;
     let mut keys = vec![];
     for _ in 0..100 {
@@ -299,9 +299,43 @@ pub async fn ingestion_rate(store: &dyn Store, batches: usize, per_batch: usize)
             .collect()
     };
     let all: Vec<Vec<UsageEvent>> = (0..batches).map(make).collect();
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), process_cpu_seconds());
     for batch in &all {
         store.record_usage(batch).await.unwrap();
     }
-    (batches * per_batch) as f64 / started.elapsed().as_secs_f64()
+    let events = (batches * per_batch) as f64;
+    Ingestion {
+        events_per_second: events / started.elapsed().as_secs_f64(),
+        cpu_us_per_event: (process_cpu_seconds() - cpu_before) * 1e6 / events,
+    }
+}
+
+/// What [`ingestion_rate`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Ingestion {
+    /// Wall clock: includes every commit's fsync.
+    pub events_per_second: f64,
+    /// CPU time of this process per event (user + system): what ingestion takes away
+    /// from verification on a busy machine, unaffected by other load. For PostgreSQL it
+    /// leaves out the server's own work.
+    pub cpu_us_per_event: f64,
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (Linux; 0
+/// elsewhere).
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of the line, indices 11 and 12 after the name.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
 }
