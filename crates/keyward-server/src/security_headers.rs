@@ -25,7 +25,16 @@ async fn add_headers(hsts: bool, req: Request, next: Next) -> Response {
         h.insert(name, HeaderValue::from_static(value));
     };
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(h, header::REFERRER_POLICY, "no-referrer");
+    // The console's forms need their Origin sent, which no-referrer would hide.
+    set(
+        h,
+        header::REFERRER_POLICY,
+        if console {
+            "same-origin"
+        } else {
+            "no-referrer"
+        },
+    );
     set(
         h,
         header::CONTENT_SECURITY_POLICY,

@@ -134,10 +134,14 @@ fn cross_site(headers: &HeaderMap) -> bool {
         return true;
     }
     // Origin, when sent, must be this very host (scheme aside: a proxy may end TLS).
+    // "null" is what a browser sends when it hides the origin (a privacy setting, a
+    // redirect across origins); the browser then also says where the request came from
+    // in Sec-Fetch-Site, checked above, and the CSRF token still has to match.
     match (
         headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
         headers.get(header::HOST).and_then(|v| v.to_str().ok()),
     ) {
+        (Some("null"), _) => fetch_site.is_empty(),
         (Some(origin), Some(host)) => {
             let origin_host = origin
                 .strip_prefix("https://")
