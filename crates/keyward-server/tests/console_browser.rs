@@ -172,16 +172,21 @@ impl Walk<'_> {
         }
     }
 
-    async fn verify(&self, key: &str, scopes: serde_json::Value) -> String {
+    /// Verifies `key` through the API, as presented from `ip`.
+    async fn verify_from(&self, key: &str, scopes: serde_json::Value, ip: &str) -> String {
         let v = self
             .s
             .post(
                 "/v1/verify",
                 &self.s.root,
-                json!({"key": key, "scopes": scopes}),
+                json!({"key": key, "scopes": scopes, "ip": ip}),
             )
             .await;
         v.ok(200)["code"].as_str().unwrap().to_owned()
+    }
+
+    async fn verify(&self, key: &str, scopes: serde_json::Value) -> String {
+        self.verify_from(key, scopes, "203.0.113.10").await
     }
 }
 
@@ -238,8 +243,11 @@ async fn walk(w: &Walk<'_>) {
     let key_id = w.wait_for("#new-key-id").await.text().await.unwrap();
 
     // Through the API: 3 accepted, then the rate limit, and one missing scope.
-    for _ in 0..3 {
-        assert_eq!(w.verify(&key, json!(["orders:read"])).await, "VALID");
+    for ip in ["203.0.113.10", "203.0.113.10", "198.51.100.7"] {
+        assert_eq!(
+            w.verify_from(&key, json!(["orders:read"]), ip).await,
+            "VALID"
+        );
     }
     assert_eq!(w.verify(&key, json!(["orders:read"])).await, "RATE_LIMITED");
     assert_eq!(
@@ -267,8 +275,14 @@ async fn walk(w: &Walk<'_>) {
     let source = w.c.source().await.unwrap();
     assert!(source.contains("key.rate_limited"), "{source}");
     w.click("#alerts li form button").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while w.verify(&key, json!([])).await != "DISABLED" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key was not disabled"
+        );
+    }
     w.wait_for("#alerts").await;
-    assert_eq!(w.verify(&key, json!([])).await, "DISABLED");
 
     // Enable it again, then rotate it with a grace period.
     w.go(&format!("/console/keys/{key_id}")).await;
@@ -321,6 +335,7 @@ async fn walk(w: &Walk<'_>) {
         );
     }
     assert!(!w.c.source().await.unwrap().contains(&key));
+    w.shot("audit").await;
     // Filtering narrows the table (htmx swaps it; without script the form reloads).
     w.fill("#f-action", "key.revoke").await;
     w.c.find(Locator::Css("form.filters button"))
@@ -346,7 +361,6 @@ async fn walk(w: &Walk<'_>) {
             "the filter never applied: {text}"
         );
     }
-    w.shot("audit").await;
 
     // A phone's width.
     w.c.set_window_size(390, 844).await.unwrap();

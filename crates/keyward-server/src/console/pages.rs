@@ -179,7 +179,12 @@ macro_rules! val_of_itself {
         }
     )*};
 }
-val_of_itself!(u32, DateTime<Utc>, Option<DateTime<Utc>>);
+val_of_itself!(
+    u32,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    keyward_proto::FindingKind
+);
 
 impl<T, V: Val<T> + ?Sized> Val<T> for &V {
     fn val(&self) -> T {
@@ -194,4 +199,12 @@ pub fn score_class(score: impl Val<u32>) -> &'static str {
         50..80 => "fair",
         _ => "poor",
     }
+}
+
+/// A posture finding's kind as the API names it (`NO_IP_RESTRICTION`).
+pub fn finding_kind(kind: impl Val<keyward_proto::FindingKind>) -> String {
+    serde_json::to_value(kind.val())
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
