@@ -284,11 +284,7 @@ pub async fn show(
         .await
         .and_then(|r| r.identities.into_iter().next());
     let subject = Subject::Identity(id);
-    let chart = usage::chart_part(&st, who, subject, q.range).await.ok();
-    let sources = usage::top(&st, who, subject)
-        .await
-        .map(|t| t.sources)
-        .unwrap_or_default();
+    let (chart, sources) = usage::panel(&st, who, subject, q.range).await;
     let activity = if who.require(AUDIT_READ).is_ok() {
         let mut targets = vec![id.to_string()];
         targets.extend(keys.iter().flatten().map(|k| k.id.to_string()));

@@ -212,11 +212,7 @@ pub async fn show(
         newer += 1;
     }
     let subject = Subject::Key(id);
-    let chart = usage::chart_part(&st, who, subject, q.range).await.ok();
-    let sources = usage::top(&st, who, subject)
-        .await
-        .map(|t| t.sources)
-        .unwrap_or_default();
+    let (chart, sources) = usage::panel(&st, who, subject, q.range).await;
     let filter = alerts::Filter {
         key_id: Some(id),
         identity_id: None,

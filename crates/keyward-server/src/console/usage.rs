@@ -199,3 +199,19 @@ pub async fn top(
     let axum::Json(t) = api::top(State(st.clone()), who.clone(), ApiQuery(q)).await?;
     Ok(t)
 }
+
+/// The usage panel of a key's or identity's page: the chart and the top source
+/// addresses, each left out when the credential may not read usage.
+pub async fn panel(
+    st: &AppState,
+    who: &Principal,
+    subject: Subject,
+    range: Range,
+) -> (Option<ChartPart>, Vec<proto::TopSource>) {
+    let chart = chart_part(st, who, subject, range).await.ok();
+    let sources = top(st, who, subject)
+        .await
+        .map(|t| t.sources)
+        .unwrap_or_default();
+    (chart, sources)
+}
