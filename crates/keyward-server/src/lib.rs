@@ -303,6 +303,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(health::openapi))
         .route("/.well-known/jwks.json", get(token_routes::jwks))
         .nest("/console", console::router())
+        .route("/console/", get(console::to_console))
         .fallback(|| async { ApiError::NotFound("no such path".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -317,6 +317,8 @@ async fn walk(w: &Walk<'_>) {
     w.go(&format!("/console/identities/{identity_id}")).await;
     w.wait_for("#keys").await;
     w.wait_for("#posture-score").await;
+    // The key's rate-limit alert shows on its identity's page too.
+    w.wait_for("#alerts li").await;
     w.shot("identity").await;
     w.go("/console/identities").await;
     w.wait_for("#identities").await;

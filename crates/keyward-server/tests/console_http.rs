@@ -544,6 +544,9 @@ async fn assets_are_embedded_and_cached_long(s: TestServer) {
         assert_eq!(r.headers()["x-content-type-options"], "nosniff");
         assert!(r.text().await.unwrap().len() > 100);
     }
+    let slash = Browser::new(&s).get("/console/").await;
+    assert_eq!(slash.status, 308);
+    assert_eq!(slash.location(), "/console");
     let old = reqwest::get(format!("{}/console/assets/0.0.0/console.css", s.base))
         .await
         .unwrap();

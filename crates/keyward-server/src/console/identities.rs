@@ -253,6 +253,8 @@ struct ShowPage {
     sources: Vec<proto::TopSource>,
     /// `None`: the credential may not read the audit log.
     activity: Option<Vec<Activity>>,
+    /// The alerts about this identity's keys (`None`: no `keyward:audit:read`).
+    alerts: Option<Vec<super::alerts::Entry>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -308,6 +310,12 @@ pub async fn show(
     } else {
         None
     };
+    let filter = super::alerts::Filter {
+        key_id: None,
+        identity_id: Some(id),
+        limit: 20,
+    };
+    let alerts = super::alerts::gather(&st, who, &filter).await.ok();
     Ok(pages::ok(ShowPage {
         chrome: Chrome::new(&user, "identities"),
         identity,
@@ -316,6 +324,7 @@ pub async fn show(
         chart,
         sources,
         activity,
+        alerts,
     }))
 }
 

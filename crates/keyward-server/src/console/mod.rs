@@ -43,6 +43,11 @@ pub fn is_console_path(path: &str) -> bool {
     path == "/console" || path.starts_with("/console/")
 }
 
+/// `/console/` (a typed or bookmarked URL) goes to `/console`.
+pub async fn to_console() -> axum::response::Redirect {
+    axum::response::Redirect::permanent("/console")
+}
+
 /// The console's routes, to be nested at `/console`.
 pub fn router() -> Router<AppState> {
     Router::new()
