@@ -94,19 +94,25 @@ pub fn touches_namespace(s: &str) -> bool {
     }
 }
 
+/// The TCP peer's address and the request id, for the principal of a request.
+pub fn peer_and_request_id(parts: &Parts) -> (Option<std::net::IpAddr>, Option<String>) {
+    let source_ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    let request_id = parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (source_ip, request_id)
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let source_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(a)| a.ip());
-        let request_id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let (source_ip, request_id) = peer_and_request_id(parts);
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -119,34 +125,43 @@ impl FromRequestParts<AppState> for Principal {
                 scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
             })
             .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <key>".into()))?;
-        let req = VerifyRequest {
-            scopes: &[],
-            permission: None,
-            ip: source_ip,
-        };
-        let outcome = state
-            .verifier
-            .authenticate(token, &req, crate::now())
-            .await?;
-        match (outcome.code, outcome.key) {
-            (VerifyCode::Valid, Some(k)) => Ok(Principal {
-                key_id: k.id,
-                identity_id: k.identity_id,
-                key: k,
-                source_ip,
-                request_id,
-                session: token.starts_with(crate::sessions::SESSION_PREFIX_),
-            }),
-            (VerifyCode::Malformed | VerifyCode::NotFound, _) => {
-                Err(state.throttle.unknown_bearer(
-                    source_ip,
-                    ApiError::Unauthorized("unknown credential".into()),
-                ))
-            }
-            (code, _) => Err(ApiError::Unauthorized(format!(
-                "the credential is not valid ({})",
-                code.as_str()
-            ))),
-        }
+        authenticate(state, token, source_ip, request_id).await
+    }
+}
+
+/// The principal behind a bearer credential, checked as `POST /v1/verify` checks a key
+/// (also used by the web console, whose cookie carries the credential).
+pub async fn authenticate(
+    state: &AppState,
+    token: &str,
+    source_ip: Option<std::net::IpAddr>,
+    request_id: Option<String>,
+) -> Result<Principal, ApiError> {
+    let req = VerifyRequest {
+        scopes: &[],
+        permission: None,
+        ip: source_ip,
+    };
+    let outcome = state
+        .verifier
+        .authenticate(token, &req, crate::now())
+        .await?;
+    match (outcome.code, outcome.key) {
+        (VerifyCode::Valid, Some(k)) => Ok(Principal {
+            key_id: k.id,
+            identity_id: k.identity_id,
+            key: k,
+            source_ip,
+            request_id,
+            session: token.starts_with(crate::sessions::SESSION_PREFIX_),
+        }),
+        (VerifyCode::Malformed | VerifyCode::NotFound, _) => Err(state.throttle.unknown_bearer(
+            source_ip,
+            ApiError::Unauthorized("unknown credential".into()),
+        )),
+        (code, _) => Err(ApiError::Unauthorized(format!(
+            "the credential is not valid ({})",
+            code.as_str()
+        ))),
     }
 }

@@ -43,6 +43,11 @@ impl ApiError {
         }
     }
 
+    /// The status and the detail a client is shown (the web console renders them).
+    pub fn status_and_detail(&self) -> (StatusCode, String) {
+        (self.parts().0, self.detail())
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::InvalidField { .. } => {

@@ -9,6 +9,7 @@ pub mod audit_signing;
 pub mod audit_stream;
 pub mod auth;
 pub mod cluster;
+pub mod console;
 pub mod convert;
 pub mod error;
 pub mod extract;
@@ -301,6 +302,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
         .route("/.well-known/jwks.json", get(token_routes::jwks))
+        .nest("/console", console::router())
+        .route("/console/", get(console::to_console))
         .fallback(|| async { ApiError::NotFound("no such path".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -1,7 +1,8 @@
 //! Headers that make browsers treat every answer safely, and CORS (closed unless
 //! origins are configured).
 //!
-//! Keyward serves JSON only, to programs: nothing may be framed, sniffed as another
+//! Keyward serves JSON to programs (and, under `/console`, pages whose scripts, styles
+//! and forms come from itself only: `console::CSP`): nothing may be framed, sniffed as another
 //! type, run as script, cached, or followed by a referrer. HSTS is sent only when
 //! Keyward itself serves HTTPS (`--tls-cert`), as a plain-HTTP answer cannot set it.
 
@@ -17,17 +18,32 @@ const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 async fn add_headers(hsts: bool, req: Request, next: Next) -> Response {
     let api = req.uri().path().starts_with("/v1/");
+    let console = crate::console::is_console_path(req.uri().path());
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
         h.insert(name, HeaderValue::from_static(value));
     };
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(h, header::REFERRER_POLICY, "no-referrer");
+    // The console's forms need their Origin sent, which no-referrer would hide.
+    set(
+        h,
+        header::REFERRER_POLICY,
+        if console {
+            "same-origin"
+        } else {
+            "no-referrer"
+        },
+    );
     set(
         h,
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        if console {
+            // The console's pages: scripts, styles and forms from Keyward itself only.
+            crate::console::CSP
+        } else {
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        },
     );
     set(h, header::X_FRAME_OPTIONS, "DENY");
     if api {

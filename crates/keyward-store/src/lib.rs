@@ -19,6 +19,7 @@ use keyward_core::time::Timestamp;
 pub mod admins;
 pub mod alerts;
 pub mod audit_chain;
+pub mod console;
 pub mod postgres;
 pub mod sealed_secrets;
 pub mod sqlite;
@@ -103,6 +104,7 @@ pub trait Store:
     + TokenStore
     + sealed_secrets::SealedSecretStore
     + alerts::AlertStore
+    + console::ConsoleStore
 {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;

@@ -63,6 +63,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 mod admins;
 mod alerts;
 mod audit_chain;
+mod console;
 mod tokens;
 
 /// The PostgreSQL store. Cheap to clone (the pool is reference-counted).

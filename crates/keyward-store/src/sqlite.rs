@@ -69,6 +69,7 @@ pub struct SqliteStore {
 mod admins;
 mod alerts;
 mod audit_chain;
+mod console;
 mod group_commit;
 mod sealed_secrets;
 mod tokens;

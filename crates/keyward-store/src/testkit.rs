@@ -22,6 +22,7 @@ use keyward_core::time::{Timestamp, truncate};
 
 use crate::{Bootstrap, Consumed, Store, StoreError};
 
+pub mod console;
 mod servers;
 pub use servers::{OwnPostgres, OwnRedis, free_port};
 pub mod rotation_status;

@@ -53,7 +53,7 @@ pub struct TopQuery {
     pub limit: Option<u32>,
 }
 
-fn require_usage_read(who: &Principal) -> Result<(), ApiError> {
+pub fn require_usage_read(who: &Principal) -> Result<(), ApiError> {
     who.require(USAGE_READ).or_else(|_| who.require(KEYS_READ))
 }
 

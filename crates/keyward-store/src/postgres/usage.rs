@@ -162,26 +162,7 @@ impl UsageStore for PgStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<UsageCount>> {
-        let mut q = QueryBuilder::<Postgres>::new(
-            "SELECT start, code, SUM(count)::int8 FROM usage_rollups WHERE granularity = ",
-        );
-        q.push_bind(bucket.as_str());
-        subject_filter(&mut q, Some(subject));
-        q.push(" AND start >= ")
-            .push_bind(bucket.start(from))
-            .push(" AND start < ")
-            .push_bind(to)
-            .push(" GROUP BY start, code ORDER BY start, code");
-        let rows = q.build().fetch_all(&self.pool).await.map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(UsageCount {
-                    start: get(r, 0)?,
-                    code: parse_code(&get::<String>(r, 1)?)?,
-                    count: get::<i64>(r, 2)?.max(0) as u64,
-                })
-            })
-            .collect()
+        self.counts(Some(subject), bucket, from, to).await
     }
 
     async fn top_sources(
@@ -441,5 +422,37 @@ impl UsageStore for PgStore {
         insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
+    }
+}
+
+impl PgStore {
+    /// Usage counts of one key or identity, or of all (`None`: the console's overview).
+    pub(super) async fn counts(
+        &self,
+        subject: Option<UsageSubject>,
+        bucket: Bucket,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageCount>> {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT start, code, SUM(count)::int8 FROM usage_rollups WHERE granularity = ",
+        );
+        q.push_bind(bucket.as_str());
+        subject_filter(&mut q, subject);
+        q.push(" AND start >= ")
+            .push_bind(bucket.start(from))
+            .push(" AND start < ")
+            .push_bind(to)
+            .push(" GROUP BY start, code ORDER BY start, code");
+        let rows = q.build().fetch_all(&self.pool).await.map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageCount {
+                    start: get(r, 0)?,
+                    code: parse_code(&get::<String>(r, 1)?)?,
+                    count: get::<i64>(r, 2)?.max(0) as u64,
+                })
+            })
+            .collect()
     }
 }

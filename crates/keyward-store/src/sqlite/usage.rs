@@ -133,27 +133,7 @@ impl UsageStore for SqliteStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<UsageCount>> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT start, code, SUM(count) FROM usage_rollups WHERE granularity = ",
-        );
-        q.push_bind(bucket.as_str());
-        subject_filter(&mut q, Some(subject));
-        q.push(" AND start >= ")
-            .push_bind(bucket.start_micros(micros(from)))
-            .push(" AND start < ")
-            .push_bind(micros(to))
-            .push(" GROUP BY start, code ORDER BY start, code");
-        let rows = q.build().fetch_all(&self.reader).await.map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                let n: i64 = get(r, 2)?;
-                Ok(UsageCount {
-                    start: get_time(r, 0, "usage_rollups.start")?,
-                    code: parse_code(&get::<String>(r, 1)?)?,
-                    count: n.max(0) as u64,
-                })
-            })
-            .collect()
+        self.counts(Some(subject), bucket, from, to).await
     }
 
     async fn top_sources(
@@ -420,5 +400,38 @@ impl SqliteStore {
                 return Ok(total);
             }
         }
+    }
+}
+
+impl SqliteStore {
+    /// Usage counts of one key or identity, or of all (`None`: the console's overview).
+    pub(super) async fn counts(
+        &self,
+        subject: Option<UsageSubject>,
+        bucket: Bucket,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageCount>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT start, code, SUM(count) FROM usage_rollups WHERE granularity = ",
+        );
+        q.push_bind(bucket.as_str());
+        subject_filter(&mut q, subject);
+        q.push(" AND start >= ")
+            .push_bind(bucket.start_micros(micros(from)))
+            .push(" AND start < ")
+            .push_bind(micros(to))
+            .push(" GROUP BY start, code ORDER BY start, code");
+        let rows = q.build().fetch_all(&self.reader).await.map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = get(r, 2)?;
+                Ok(UsageCount {
+                    start: get_time(r, 0, "usage_rollups.start")?,
+                    code: parse_code(&get::<String>(r, 1)?)?,
+                    count: n.max(0) as u64,
+                })
+            })
+            .collect()
     }
 }

@@ -21,7 +21,12 @@ fn base() -> Timestamp {
     "2026-01-05T10:00:00Z".parse().unwrap()
 }
 
-fn event(at: Timestamp, key: Option<(Uuid, Uuid)>, code: VerifyCode, ip: &str) -> UsageEvent {
+pub(crate) fn event(
+    at: Timestamp,
+    key: Option<(Uuid, Uuid)>,
+    code: VerifyCode,
+    ip: &str,
+) -> UsageEvent {
     UsageEvent {
         at,
         key_id: key.map(|k| k.0),

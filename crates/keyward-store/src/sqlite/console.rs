@@ -1,0 +1,67 @@
+//! [`ConsoleStore`] on SQLite: one filtered query on the reader pool.
+
+use async_trait::async_trait;
+use keyward_core::model::AuditRecord;
+use keyward_core::time::Timestamp;
+use keyward_core::usage::Bucket;
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::{SqliteStore, audit_from_row, map_err};
+use crate::Result;
+use crate::console::{AuditSearch, ConsoleStore};
+use crate::usage::UsageCount;
+
+#[async_trait]
+impl ConsoleStore for SqliteStore {
+    async fn search_audit(&self, s: &AuditSearch) -> Result<Vec<AuditRecord>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT seq, at, actor, action, target, request_id, source_ip, detail \
+             FROM audit_log WHERE seq < ",
+        );
+        q.push_bind(s.before.unwrap_or(i64::MAX));
+        if !s.actions.is_empty() {
+            q.push(" AND action IN (");
+            let mut list = q.separated(", ");
+            for a in &s.actions {
+                list.push_bind(a.clone());
+            }
+            q.push(")");
+        }
+        if let Some(p) = &s.action_prefix {
+            // substr, not LIKE: the prefix needs no pattern escaping.
+            q.push(" AND substr(action, 1, length(")
+                .push_bind(p.clone())
+                .push(")) = ")
+                .push_bind(p.clone());
+        }
+        if let Some(a) = &s.actor {
+            q.push(" AND actor = ").push_bind(a.clone());
+        }
+        if !s.targets.is_empty() {
+            q.push(" AND target IN (");
+            let mut list = q.separated(", ");
+            for t in &s.targets {
+                list.push_bind(t.clone());
+            }
+            q.push(")");
+        }
+        if let Some(t) = &s.text {
+            q.push(" AND instr(lower(actor || ' ' || action || ' ' || target || ' ' || detail), lower(")
+                .push_bind(t.clone())
+                .push(")) > 0");
+        }
+        q.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::from(s.limit));
+        let rows = q.build().fetch_all(&self.reader).await.map_err(map_err)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn usage_counts_overall(
+        &self,
+        bucket: Bucket,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageCount>> {
+        self.counts(None, bucket, from, to).await
+    }
+}
