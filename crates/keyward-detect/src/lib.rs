@@ -12,6 +12,7 @@
 mod clock;
 mod decay;
 mod episode;
+pub mod events;
 mod guessing;
 mod key;
 mod net;
