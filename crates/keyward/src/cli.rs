@@ -202,6 +202,8 @@ pub enum Command {
     /// Reports: `report posture`
     #[command(subcommand)]
     Report(crate::usage::ReportCmd),
+    /// Run the anomaly detectors offline over a file of usage events (JSON lines)
+    Detect(crate::detect::DetectArgs),
 }
 
 #[derive(Debug, Clone, Args)]

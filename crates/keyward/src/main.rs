@@ -5,6 +5,7 @@ mod admin;
 mod audit_verify;
 mod cli;
 mod commands;
+mod detect;
 mod error;
 mod output;
 mod parse;
@@ -74,5 +75,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => commands::run(&commands::Ctx::new(&settings, json)?, args).await,
         Command::Usage(args) => usage::usage(&commands::Ctx::new(&settings, json)?, args).await,
         Command::Report(cmd) => usage::report(&commands::Ctx::new(&settings, json)?, cmd).await,
+        Command::Detect(args) => detect::run(&args),
     }
 }
