@@ -18,6 +18,7 @@ use keyward_core::time::Timestamp;
 
 pub mod admins;
 pub mod alerts;
+pub mod anomalies;
 pub mod audit_chain;
 pub mod postgres;
 pub mod sealed_secrets;
@@ -103,6 +104,7 @@ pub trait Store:
     + TokenStore
     + sealed_secrets::SealedSecretStore
     + alerts::AlertStore
+    + anomalies::AnomalyStore
 {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;

@@ -65,6 +65,7 @@ pub struct SqliteStore {
 
 mod admins;
 mod alerts;
+mod anomalies;
 mod audit_chain;
 mod group_commit;
 mod sealed_secrets;
