@@ -235,6 +235,25 @@ impl TestServer {
         self.server = Some(server);
     }
 
+    /// Stops the server and starts another on the same store with these parts (the
+    /// vault is kept): a restart with other settings.
+    pub async fn restart_with_parts(&mut self, parts: keyward_server::Parts) {
+        self.shutdown().await;
+        let parts = keyward_server::Parts {
+            vault: Some(self.vault.clone()),
+            ..parts
+        };
+        let server = keyward_server::start_with_parts(
+            self.store.clone(),
+            parts,
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
     /// The embedded store's data folder (`Backend::Sqlite`).
     pub fn data_dir(&self) -> std::path::PathBuf {
         self._dir.path().join("data")
