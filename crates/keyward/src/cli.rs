@@ -202,6 +202,8 @@ pub enum Command {
     /// Reports: `report posture`
     #[command(subcommand)]
     Report(crate::usage::ReportCmd),
+    /// Anomalies the detectors raised from usage, newest first
+    Anomalies(crate::anomalies::AnomaliesArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -261,6 +263,8 @@ pub enum IdentityCmd {
     },
     /// Delete an identity; revokes all its keys
     Delete { id: Uuid },
+    /// Show or set the automatic response to anomalies of its keys
+    AnomalyPolicy(crate::anomalies::PolicyArgs),
 }
 
 // ---------------------------------------------------------------- keys

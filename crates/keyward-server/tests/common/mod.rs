@@ -218,21 +218,11 @@ impl TestServer {
     /// Stops the server and starts another on the same store, with these webhook
     /// settings: a restart.
     pub async fn restart(&mut self, webhooks: keyward_server::webhooks::WebhookSettings) {
-        self.shutdown().await;
-        let parts = keyward_server::Parts {
+        self.restart_with_parts(keyward_server::Parts {
             webhooks,
-            vault: Some(self.vault.clone()),
             ..Default::default()
-        };
-        let server = keyward_server::start_with_parts(
-            self.store.clone(),
-            parts,
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        self.base = format!("http://{}", server.addr);
-        self.server = Some(server);
+        })
+        .await;
     }
 
     /// Stops the server and starts another on the same store with these parts (the
