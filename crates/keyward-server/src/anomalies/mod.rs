@@ -30,7 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::anomaly::Anomaly;
+use keyward_core::time::Timestamp;
 use keyward_core::usage::UsageEvent;
+use uuid::Uuid;
 
 pub use respond::respond_pending;
 pub use tail::spawn;
@@ -40,6 +42,14 @@ pub use tail::spawn;
 pub trait Detect: Send {
     /// Feeds one event and appends the anomalies it raises to `out`.
     fn observe(&mut self, event: &UsageEvent, out: &mut Vec<Anomaly>);
+
+    /// Tells the detectors that `old` was rotated to `new` and stays valid until
+    /// `grace_ends` (for `OLD_KEY_UNEXPECTED_SOURCE`). The one place to forward
+    /// `keyward_detect`'s rotation hook; nothing feeds rotations yet (the tail would read
+    /// the `key.rotate` audit records past a cursor of its own).
+    fn note_rotated(&mut self, old: Uuid, new: Uuid, grace_ends: Timestamp) {
+        let _ = (old, new, grace_ends);
+    }
 }
 
 impl Detect for keyward_detect::Detectors {
@@ -70,7 +80,8 @@ pub struct AnomalySettings {
     pub lag: Duration,
     /// How often the leader reads new events.
     pub poll: Duration,
-    /// How much history new detectors replay (output discarded) to rebuild baselines.
+    /// How much history new detectors replay (output discarded) to rebuild baselines and
+    /// ongoing episodes; read in full before detection goes live, so keep it modest.
     pub replay: Duration,
     /// An anomaly of the same kind and subject as one recorded this recently is left out.
     pub regroup: Duration,
@@ -99,7 +110,7 @@ impl Default for AnomalySettings {
             detectors: default_detectors(),
             lag: Duration::from_secs(3),
             poll: Duration::from_secs(1),
-            replay: Duration::from_secs(24 * 3600),
+            replay: Duration::from_secs(3600),
             regroup: Duration::from_secs(15 * 60),
             max_behind: Duration::from_secs(15 * 60),
         }
