@@ -73,7 +73,8 @@ struct Tail {
     detectors: Box<dyn Detect>,
     /// The stored cursor (`None`: none stored yet).
     cursor: Option<Timestamp>,
-    /// Events up to here have been fed (the cursor, or where a first start began).
+    /// Events up to here have been fed: the stored cursor, or later when there were no
+    /// events since (an empty stretch is passed without a write).
     position: Timestamp,
     raised: Vec<Anomaly>,
     observed: metrics::Counter,
@@ -132,11 +133,13 @@ impl Tail {
                 .count_usage_events_after(self.position, oldest_kept)
                 .await?;
             self.advance(store, s, oldest_kept, Vec::new()).await?;
-            self.skipped.increment(n);
-            tracing::warn!(
-                events = n,
-                "anomaly detection fell behind and skipped events"
-            );
+            if n > 0 {
+                self.skipped.increment(n);
+                tracing::warn!(
+                    events = n,
+                    "anomaly detection fell behind and skipped events"
+                );
+            }
         }
         for _ in 0..PAGES_PER_ROUND {
             if until <= self.position {
@@ -162,6 +165,13 @@ impl Tail {
                 self.detectors.observe(e, &mut self.raised);
             }
             self.observed.increment(events.len() as u64);
+            if events.is_empty() && self.raised.is_empty() {
+                // Nothing new: move on without a write (an idle server would otherwise
+                // commit, and fsync, once a round). The stored cursor stays behind; a
+                // restart re-reads the empty stretch.
+                self.position = to;
+                break;
+            }
             let items: Vec<NewAnomaly> = self
                 .raised
                 .drain(..)
