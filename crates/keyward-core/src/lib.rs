@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod anomaly;
+pub mod anomaly_response;
 pub mod audit_chain;
 pub mod code;
 pub mod digest;

@@ -13,7 +13,9 @@ pub type Meta = serde_json::Map<String, serde_json::Value>;
 
 mod vault;
 pub use vault::*;
+pub mod anomalies;
 pub mod usage;
+pub use anomalies::{Anomaly, AnomalyList, AnomalyPolicy, PutAnomalyPolicy};
 pub use usage::*;
 
 /// Deserialises a field that may be absent, `null` or a value into

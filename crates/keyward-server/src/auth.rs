@@ -29,6 +29,9 @@ pub const WEBHOOKS_READ: &str = "keyward:webhooks:read";
 pub const WEBHOOKS_WRITE: &str = "keyward:webhooks:write";
 /// Usage analytics (`GET /v1/usage`); `keyward:keys:read` satisfies it too.
 pub const USAGE_READ: &str = "keyward:usage:read";
+/// Anomalies (`GET /v1/anomalies`); `keyward:usage:read` (and so `keyward:keys:read`)
+/// satisfies it too.
+pub const ANOMALIES_READ: &str = "keyward:anomalies:read";
 
 pub use crate::sessions::require_step_up;
 /// Keyward's own namespace: minting or changing keys that hold it needs `keyward:admin`.

@@ -90,6 +90,7 @@ pub fn spawn(
             if leads && Instant::now() >= next_retention {
                 next_retention = Instant::now() + RETENTION_EVERY;
                 crate::usage::enforce_retention(&*store, &usage).await;
+                crate::anomalies::enforce_retention(&*store, &usage).await;
             }
         }
         leader.store(false, Ordering::Relaxed);

@@ -5,6 +5,7 @@
 //! authorisation and field mapping: the decisions live in `keyward-core`, the data in the
 //! `Store`. A PostgreSQL store or a gateway reuses them unchanged.
 
+pub mod anomalies;
 pub mod audit_signing;
 pub mod audit_stream;
 pub mod auth;
@@ -104,6 +105,8 @@ pub struct ServerConfig {
     pub audit_log_file: Option<PathBuf>,
     /// How often the jobs leader makes a new token signing key current.
     pub token_key_rotation: std::time::Duration,
+    /// Online anomaly detection (`anomalies/`).
+    pub anomalies: anomalies::AnomalySettings,
 }
 
 impl ServerConfig {
@@ -124,6 +127,7 @@ impl ServerConfig {
             tls_key: None,
             audit_log_file: None,
             token_key_rotation: tokens::DEFAULT_ROTATION,
+            anomalies: Default::default(),
         }
     }
 }
@@ -294,7 +298,12 @@ pub fn router(state: AppState) -> Router {
         .route("/admins/{id}/disable", post(admins::disable))
         .route("/sessions", post(admins::login))
         .route("/tokens", post(token_routes::create))
-        .route("/tokens/introspect", post(token_routes::introspect));
+        .route("/tokens/introspect", post(token_routes::introspect))
+        .route("/anomalies", get(routes::anomalies::list))
+        .route(
+            "/identities/{id}/anomaly-policy",
+            put(routes::anomalies::put_policy).get(routes::anomalies::show_policy),
+        );
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
@@ -368,6 +377,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         usage: cfg.usage,
         security,
         token_key_rotation: cfg.token_key_rotation,
+        anomalies: cfg.anomalies.clone(),
     };
     let root = bootstrap(&*store).await?;
     let started = start_with_parts(store, parts, cfg.listen).await;
@@ -430,6 +440,8 @@ pub struct Parts {
     pub security: Security,
     /// How often the jobs leader makes a new token signing key current.
     pub token_key_rotation: std::time::Duration,
+    /// Online anomaly detection (`anomalies/`).
+    pub anomalies: anomalies::AnomalySettings,
 }
 
 impl Default for Parts {
@@ -441,6 +453,7 @@ impl Default for Parts {
             usage: Default::default(),
             security: Default::default(),
             token_key_rotation: tokens::DEFAULT_ROTATION,
+            anomalies: Default::default(),
         }
     }
 }
@@ -458,6 +471,7 @@ pub async fn start_with_parts(
         usage: usage_settings,
         security,
         token_key_rotation,
+        anomalies: anomaly_settings,
     } = parts;
     if let Some(v) = vault.as_deref() {
         // The one-time upgrade of secrets stored in the clear before sealing existed.
@@ -519,6 +533,13 @@ pub async fn start_with_parts(
         usage_settings,
         (signing_keys, token_key_rotation),
     );
+    let detection = anomalies::spawn(
+        store.clone(),
+        verifier.clone(),
+        jobs_leader.clone(),
+        anomaly_settings,
+        rx.clone(),
+    );
     // The usage writer stops only once the HTTP server has finished every request, so
     // its last drain sees every event.
     let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
@@ -571,6 +592,9 @@ pub async fn start_with_parts(
             f.await.context("following the change feed")?;
         }
         jobs.await.context("background jobs")?;
+        if let Some(d) = detection {
+            d.await.context("anomaly detection")?;
+        }
         deliveries.await.context("webhook delivery")?;
         vault_jobs.await.context("vault jobs")?;
         if let Some(c) = checkpoints {

@@ -27,6 +27,8 @@ use crate::routes::{
         tokens::create, tokens::introspect, tokens::jwks,
         health::healthz, health::readyz, health::metrics, health::openapi,
         webhooks::create, webhooks::list, webhooks::show, webhooks::delete, webhooks::deliveries,
+        crate::routes::anomalies::list, crate::routes::anomalies::show_policy,
+        crate::routes::anomalies::put_policy,
     ),
     modifiers(&BearerAuth)
 )]

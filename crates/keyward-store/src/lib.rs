@@ -18,6 +18,7 @@ use keyward_core::time::Timestamp;
 
 pub mod admins;
 pub mod alerts;
+pub mod anomalies;
 pub mod audit_chain;
 pub mod console;
 pub mod postgres;
@@ -105,6 +106,7 @@ pub trait Store:
     + sealed_secrets::SealedSecretStore
     + alerts::AlertStore
     + console::ConsoleStore
+    + anomalies::AnomalyStore
 {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;

@@ -62,6 +62,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 mod admins;
 mod alerts;
+mod anomalies;
 mod audit_chain;
 mod console;
 mod tokens;

@@ -68,6 +68,7 @@ pub struct SqliteStore {
 
 mod admins;
 mod alerts;
+mod anomalies;
 mod audit_chain;
 mod console;
 mod group_commit;

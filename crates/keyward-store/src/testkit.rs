@@ -25,6 +25,7 @@ use crate::{Bootstrap, Consumed, Store, StoreError};
 pub mod console;
 mod servers;
 pub use servers::{OwnPostgres, OwnRedis, free_port};
+pub mod anomalies;
 pub mod rotation_status;
 pub mod usage;
 pub mod vault;

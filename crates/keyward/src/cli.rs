@@ -204,6 +204,8 @@ pub enum Command {
     Report(crate::usage::ReportCmd),
     /// Run the anomaly detectors offline over a file of usage events (JSON lines)
     Detect(crate::detect::DetectArgs),
+    /// Anomalies the detectors raised from usage, newest first
+    Anomalies(crate::anomalies::AnomaliesArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -263,6 +265,8 @@ pub enum IdentityCmd {
     },
     /// Delete an identity; revokes all its keys
     Delete { id: Uuid },
+    /// Show or set the automatic response to anomalies of its keys
+    AnomalyPolicy(crate::anomalies::PolicyArgs),
 }
 
 // ---------------------------------------------------------------- keys

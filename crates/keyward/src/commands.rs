@@ -149,6 +149,7 @@ pub async fn identity(ctx: &Ctx, cmd: IdentityCmd) -> Result<(), CliError> {
             let i = c.update_identity(id, &body).await.map_err(|e| ctx.api(e))?;
             ctx.print(&i, output::identity);
         }
+        IdentityCmd::AnomalyPolicy(args) => crate::anomalies::policy(ctx, args).await?,
         IdentityCmd::Delete { id } => {
             let deleted = c.delete_identity(id).await.map_err(|e| ctx.api(e))?;
             if ctx.json {

@@ -2,6 +2,7 @@
 //! (`identity`, `key`, `audit`) and the leak scanner (`scan`). See the contract, "The binary".
 
 mod admin;
+mod anomalies;
 mod audit_verify;
 mod cli;
 mod commands;
@@ -76,5 +77,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Usage(args) => usage::usage(&commands::Ctx::new(&settings, json)?, args).await,
         Command::Report(cmd) => usage::report(&commands::Ctx::new(&settings, json)?, cmd).await,
         Command::Detect(args) => detect::run(&args),
+        Command::Anomalies(args) => {
+            anomalies::list(&commands::Ctx::new(&settings, json)?, args).await
+        }
     }
 }

@@ -40,6 +40,7 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             None => keyward_server::tokens::DEFAULT_ROTATION,
             Some(s) => parse_rotation(s)?,
         },
+        anomalies: Default::default(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per resource.
 
 pub mod admins;
+pub mod anomalies;
 pub mod audit;
 pub mod audit_verify;
 pub mod health;

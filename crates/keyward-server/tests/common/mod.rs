@@ -218,11 +218,20 @@ impl TestServer {
     /// Stops the server and starts another on the same store, with these webhook
     /// settings: a restart.
     pub async fn restart(&mut self, webhooks: keyward_server::webhooks::WebhookSettings) {
+        self.restart_with_parts(keyward_server::Parts {
+            webhooks,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    /// Stops the server and starts another on the same store with these parts (the
+    /// vault is kept): a restart with other settings.
+    pub async fn restart_with_parts(&mut self, parts: keyward_server::Parts) {
         self.shutdown().await;
         let parts = keyward_server::Parts {
-            webhooks,
             vault: Some(self.vault.clone()),
-            ..Default::default()
+            ..parts
         };
         let server = keyward_server::start_with_parts(
             self.store.clone(),

@@ -1,0 +1,297 @@
+//! [`AnomalyStore`] on SQLite. The single writer connection orders cursor moves, so the
+//! compare-and-set of the cursor never races.
+
+use async_trait::async_trait;
+use keyward_core::anomaly::Anomaly;
+use keyward_core::anomaly_response::AnomalyPolicy;
+use keyward_core::model::AuditEntry;
+use keyward_core::time::Timestamp;
+use keyward_core::usage::UsageEvent;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Sqlite};
+use uuid::Uuid;
+
+use super::{
+    SqliteStore, get, get_opt_uuid, get_time, get_uuid, id_text, insert_audit, map_err, micros,
+    to_json,
+};
+use crate::Result;
+use crate::anomalies::{
+    AnomalyQuery, AnomalyStore, CursorMove, EventCols, NewAnomaly, StoredAnomaly, parse_kind,
+    parse_policy, parse_severity,
+};
+
+/// Anomaly columns, in the order `anomaly_from_row` reads them.
+macro_rules! anomaly_cols {
+    () => {
+        "id, at, key_id, identity_id, kind, severity, detail, evidence, action_taken"
+    };
+}
+
+fn anomaly_from_row(r: &SqliteRow) -> Result<StoredAnomaly> {
+    let evidence: String = get(r, 7)?;
+    Ok(StoredAnomaly {
+        id: get_uuid(r, 0, "anomalies.id")?,
+        anomaly: Anomaly {
+            at: get_time(r, 1, "anomalies.at")?,
+            key_id: get_opt_uuid(r, 2, "anomalies.key_id")?,
+            identity_id: get_opt_uuid(r, 3, "anomalies.identity_id")?,
+            kind: parse_kind(&get::<String>(r, 4)?)?,
+            severity: parse_severity(&get::<String>(r, 5)?)?,
+            detail: get(r, 6)?,
+            evidence: serde_json::from_str(&evidence)
+                .map_err(|e| crate::StoreError::Corrupt(format!("anomalies.evidence: {e}")))?,
+        },
+        action_taken: get(r, 8)?,
+    })
+}
+
+#[async_trait]
+impl AnomalyStore for SqliteStore {
+    async fn detect_cursor(&self) -> Result<Option<Timestamp>> {
+        let row = sqlx::query("SELECT at FROM anomaly_cursor WHERE id = 1")
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| get_time(&r, 0, "anomaly_cursor.at"))
+            .transpose()
+    }
+
+    async fn usage_events_after(
+        &self,
+        after: Timestamp,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<UsageEvent>> {
+        let rows = sqlx::query(
+            "SELECT at, key_id, identity_id, code, ip, scopes, latency_us, tags \
+             FROM usage_events WHERE at > ? AND at <= ? ORDER BY at LIMIT ?",
+        )
+        .bind(micros(after))
+        .bind(micros(until))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                EventCols {
+                    at: get_time(r, 0, "usage_events.at")?,
+                    key_id: get_opt_uuid(r, 1, "usage_events.key_id")?,
+                    identity_id: get_opt_uuid(r, 2, "usage_events.identity_id")?,
+                    code: get(r, 3)?,
+                    ip: get(r, 4)?,
+                    scopes: get(r, 5)?,
+                    latency_us: get(r, 6)?,
+                    tags: get(r, 7)?,
+                }
+                .into_event()
+            })
+            .collect()
+    }
+
+    async fn count_usage_events_after(&self, after: Timestamp, until: Timestamp) -> Result<u64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM usage_events WHERE at > ? AND at <= ?")
+                .bind(micros(after))
+                .bind(micros(until))
+                .fetch_one(&self.reader)
+                .await
+                .map_err(map_err)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn record_anomalies(
+        &self,
+        cursor: CursorMove,
+        items: &[NewAnomaly],
+        regroup: chrono::TimeDelta,
+    ) -> Result<Option<Vec<Uuid>>> {
+        let mut tx = self.begin_write().await?;
+        let moved = match cursor.from {
+            None => sqlx::query(
+                "INSERT INTO anomaly_cursor (id, at) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(micros(cursor.to)),
+            Some(from) => sqlx::query("UPDATE anomaly_cursor SET at = ? WHERE id = 1 AND at = ?")
+                .bind(micros(cursor.to))
+                .bind(micros(from)),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected()
+            == 1;
+        if !moved {
+            return Ok(None);
+        }
+        let mut written = Vec::new();
+        for item in items {
+            let a = &item.anomaly;
+            let inserted = sqlx::query(
+                "INSERT INTO anomalies \
+                 (id, at, key_id, identity_id, kind, severity, detail, evidence, subject) \
+                 SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS \
+                 (SELECT 1 FROM anomalies WHERE subject = ? AND kind = ? AND at >= ? AND at <= ?)",
+            )
+            .bind(id_text(item.id))
+            .bind(micros(a.at))
+            .bind(a.key_id.map(id_text))
+            .bind(a.identity_id.map(id_text))
+            .bind(a.kind.as_str())
+            .bind(a.severity.as_str())
+            .bind(&a.detail)
+            .bind(to_json(&a.evidence)?)
+            .bind(&item.subject)
+            .bind(&item.subject)
+            .bind(a.kind.as_str())
+            .bind(micros(a.at - regroup))
+            .bind(micros(a.at))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+            if inserted == 1 {
+                written.push(item.id);
+            }
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(written))
+    }
+
+    async fn pending_anomalies(&self, limit: u32) -> Result<Vec<StoredAnomaly>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            anomaly_cols!(),
+            " FROM anomalies WHERE action_taken IS NULL ORDER BY at, id LIMIT ?"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(anomaly_from_row).collect()
+    }
+
+    async fn finish_anomaly(
+        &self,
+        id: Uuid,
+        action_taken: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let pending = sqlx::query(
+            "UPDATE anomalies SET action_taken = ? WHERE id = ? AND action_taken IS NULL",
+        )
+        .bind(action_taken)
+        .bind(id_text(id))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected()
+            == 1;
+        if !pending {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn get_anomaly(&self, id: Uuid) -> Result<Option<StoredAnomaly>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            anomaly_cols!(),
+            " FROM anomalies WHERE id = ?"
+        ))
+        .bind(id_text(id))
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(anomaly_from_row).transpose()
+    }
+
+    async fn list_anomalies(&self, q: &AnomalyQuery) -> Result<Vec<StoredAnomaly>> {
+        let mut b = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            anomaly_cols!(),
+            " FROM anomalies WHERE 1 = 1"
+        ));
+        if let Some(k) = q.key_id {
+            b.push(" AND key_id = ").push_bind(id_text(k));
+        }
+        if let Some(i) = q.identity_id {
+            b.push(" AND identity_id = ").push_bind(id_text(i));
+        }
+        if let Some(s) = q.since {
+            b.push(" AND at >= ").push_bind(micros(s));
+        }
+        if let Some(k) = q.kind {
+            b.push(" AND kind = ").push_bind(k.as_str());
+        }
+        if let Some(s) = q.severity {
+            b.push(" AND severity = ").push_bind(s.as_str());
+        }
+        if let Some((at, id)) = q.before {
+            b.push(" AND (at < ")
+                .push_bind(micros(at))
+                .push(" OR (at = ")
+                .push_bind(micros(at))
+                .push(" AND id < ")
+                .push_bind(id_text(id))
+                .push("))");
+        }
+        b.push(" ORDER BY at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(q.limit));
+        let rows = b.build().fetch_all(&self.reader).await.map_err(map_err)?;
+        rows.iter().map(anomaly_from_row).collect()
+    }
+
+    async fn get_anomaly_policy(&self, identity_id: Uuid) -> Result<Option<AnomalyPolicy>> {
+        let row =
+            sqlx::query("SELECT action, min_severity FROM anomaly_policies WHERE identity_id = ?")
+                .bind(id_text(identity_id))
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?;
+        row.map(|r| parse_policy(&get::<String>(&r, 0)?, &get::<String>(&r, 1)?))
+            .transpose()
+    }
+
+    async fn put_anomaly_policy(
+        &self,
+        identity_id: Uuid,
+        policy: &AnomalyPolicy,
+        now: Timestamp,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO anomaly_policies (identity_id, action, min_severity, updated_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (identity_id) DO UPDATE SET \
+             action = excluded.action, min_severity = excluded.min_severity, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(id_text(identity_id))
+        .bind(policy.action.as_str())
+        .bind(policy.min_severity.as_str())
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn prune_anomalies(&self, before: Timestamp) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM anomalies WHERE at < ? AND action_taken IS NOT NULL")
+            .bind(micros(before))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        tx.commit().await.map_err(map_err)?;
+        Ok(n)
+    }
+}
