@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod convert;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod jobs;
 pub mod openapi;
 pub mod redis_limits;
@@ -103,6 +104,8 @@ pub struct ServerConfig {
     pub audit_log_file: Option<PathBuf>,
     /// How often the jobs leader makes a new token signing key current.
     pub token_key_rotation: std::time::Duration,
+    /// `keyward gateway`: proxy to an upstream on `listen` (`gateway/`).
+    pub gateway: Option<gateway::GatewayConfig>,
 }
 
 impl ServerConfig {
@@ -123,6 +126,7 @@ impl ServerConfig {
             tls_key: None,
             audit_log_file: None,
             token_key_rotation: tokens::DEFAULT_ROTATION,
+            gateway: None,
         }
     }
 }
@@ -320,6 +324,8 @@ pub fn router(state: AppState) -> Router {
 /// A running server: its bound address and a handle to stop it.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// A gateway's management API (`--api-listen`), when it serves one.
+    pub api_addr: Option<SocketAddr>,
     shutdown: Option<tokio::sync::watch::Sender<bool>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -365,6 +371,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         usage: cfg.usage,
         security,
         token_key_rotation: cfg.token_key_rotation,
+        gateway: cfg.gateway,
     };
     let root = bootstrap(&*store).await?;
     let started = start_with_parts(store, parts, cfg.listen).await;
@@ -427,6 +434,8 @@ pub struct Parts {
     pub security: Security,
     /// How often the jobs leader makes a new token signing key current.
     pub token_key_rotation: std::time::Duration,
+    /// Proxy to an upstream on the main listener (`gateway/`); `None`: serve the API.
+    pub gateway: Option<gateway::GatewayConfig>,
 }
 
 impl Default for Parts {
@@ -438,6 +447,7 @@ impl Default for Parts {
             usage: Default::default(),
             security: Default::default(),
             token_key_rotation: tokens::DEFAULT_ROTATION,
+            gateway: None,
         }
     }
 }
@@ -455,6 +465,7 @@ pub async fn start_with_parts(
         usage: usage_settings,
         security,
         token_key_rotation,
+        gateway,
     } = parts;
     if let Some(v) = vault.as_deref() {
         // The one-time upgrade of secrets stored in the clear before sealing existed.
@@ -528,7 +539,14 @@ pub async fn start_with_parts(
         None => None,
     };
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
-    let app = security_headers::apply(router(state), security.hsts, &security.cors_origins)?;
+    let app =
+        security_headers::apply(router(state.clone()), security.hsts, &security.cors_origins)?;
+    // Gateway mode: the main listener proxies; the API moves to its own listener, if any.
+    let (app, api_server) = match gateway {
+        None => (app, None),
+        Some(g) => gateway::mount(g, &state, app, security.tls.is_some(), rx.clone()).await?,
+    };
+    let api_addr = api_server.as_ref().map(|a| a.addr);
     let mut stop = rx;
     // Ok: plain HTTP; Err: HTTPS (the two listener types, without a new enum).
     let listener = match security.tls.clone() {
@@ -556,6 +574,9 @@ pub async fn start_with_parts(
             .await
             .context("serving HTTP")?,
         }
+        if let Some(api) = api_server {
+            api.task.await.context("the gateway's API listener")??;
+        }
         let _ = usage_stop.send(true);
         usage_writer.await.context("writing usage events")?;
         flusher.await.context("flushing last-use times")?;
@@ -576,6 +597,7 @@ pub async fn start_with_parts(
     });
     Ok(RunningServer {
         addr,
+        api_addr,
         shutdown: Some(tx),
         task,
     })
