@@ -505,3 +505,36 @@ async fn the_api_listens_apart_and_revocations_apply_at_once(s: TestServer) {
     gw.stop().await;
     s.stop().await;
 }
+
+store_test!(gateway_checks_are_usage_events);
+async fn gateway_checks_are_usage_events(s: TestServer) {
+    let up = start_upstream().await;
+    let rules = Rules::parse_all(&["POST /orders=orders:write"]).unwrap();
+    let gw = Gateway::start(&s, config(&up, |c| c.rules = rules)).await;
+    let ident = s.identity("metered").await;
+    let (key, key_id) = s.key(&ident, json!({"scopes": ["orders:read"]})).await;
+    for (method, want) in [(reqwest::Method::GET, 200), (reqwest::Method::POST, 403)] {
+        for _ in 0..3 {
+            let r = http()
+                .request(method.clone(), format!("{}/orders", gw.base))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), want);
+        }
+    }
+    // The gateway node's usage writer flushes every 200 ms into the shared store.
+    let path = format!("/v1/usage?key_id={key_id}&bucket=minute");
+    let mut total = serde_json::Value::Null;
+    for _ in 0..50 {
+        total = s.get(&path, &s.root).await.ok(200)["total"].clone();
+        if total == json!({"VALID": 3, "INSUFFICIENT_SCOPE": 3}) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(total, json!({"VALID": 3, "INSUFFICIENT_SCOPE": 3}));
+    gw.stop().await;
+    s.stop().await;
+}
