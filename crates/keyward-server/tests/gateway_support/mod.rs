@@ -149,6 +149,8 @@ async fn duplex(req: Request) -> Response {
 
 /// A WebSocket server that first sends `identity=<Keyward-Identity it was given>`,
 /// then echoes every message.
+// The handshake callback's error type is tungstenite's whole HTTP response.
+#[allow(clippy::result_large_err)]
 pub async fn start_ws_upstream() -> SocketAddr {
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
