@@ -31,6 +31,10 @@ pub enum ApiError {
     Unavailable(String),
     /// 500: a bug or corrupt data. The detail is logged, not sent.
     Internal(String),
+    /// 502 (gateway): the upstream is unreachable or broke off.
+    BadGateway(String),
+    /// 504 (gateway): the upstream did not answer in time.
+    GatewayTimeout(String),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -95,6 +99,12 @@ impl ApiError {
                 "internal",
                 "Internal error",
             ),
+            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway"),
+            ApiError::GatewayTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway-timeout",
+                "Gateway timeout",
+            ),
         }
     }
 
@@ -105,7 +115,9 @@ impl ApiError {
             | ApiError::Forbidden(d)
             | ApiError::NotFound(d)
             | ApiError::Conflict(d)
-            | ApiError::Unavailable(d) => d.clone(),
+            | ApiError::Unavailable(d)
+            | ApiError::BadGateway(d)
+            | ApiError::GatewayTimeout(d) => d.clone(),
             ApiError::MethodNotAllowed => "this path does not accept that method".into(),
             ApiError::PayloadTooLarge => {
                 format!("the request body exceeds {} bytes", crate::BODY_LIMIT)

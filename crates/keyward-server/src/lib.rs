@@ -14,6 +14,7 @@ pub mod console;
 pub mod convert;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod jobs;
 pub mod openapi;
 pub mod redis_limits;
@@ -107,6 +108,8 @@ pub struct ServerConfig {
     pub token_key_rotation: std::time::Duration,
     /// Online anomaly detection (`anomalies/`).
     pub anomalies: anomalies::AnomalySettings,
+    /// `keyward gateway`: proxy to an upstream on `listen` (`gateway/`).
+    pub gateway: Option<gateway::GatewayConfig>,
 }
 
 impl ServerConfig {
@@ -128,6 +131,7 @@ impl ServerConfig {
             audit_log_file: None,
             token_key_rotation: tokens::DEFAULT_ROTATION,
             anomalies: Default::default(),
+            gateway: None,
         }
     }
 }
@@ -332,6 +336,8 @@ pub fn router(state: AppState) -> Router {
 /// A running server: its bound address and a handle to stop it.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// A gateway's management API (`--api-listen`), when it serves one.
+    pub api_addr: Option<SocketAddr>,
     shutdown: Option<tokio::sync::watch::Sender<bool>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -378,6 +384,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         security,
         token_key_rotation: cfg.token_key_rotation,
         anomalies: cfg.anomalies.clone(),
+        gateway: cfg.gateway,
     };
     let root = bootstrap(&*store).await?;
     let started = start_with_parts(store, parts, cfg.listen).await;
@@ -442,6 +449,8 @@ pub struct Parts {
     pub token_key_rotation: std::time::Duration,
     /// Online anomaly detection (`anomalies/`).
     pub anomalies: anomalies::AnomalySettings,
+    /// Proxy to an upstream on the main listener (`gateway/`); `None`: serve the API.
+    pub gateway: Option<gateway::GatewayConfig>,
 }
 
 impl Default for Parts {
@@ -454,6 +463,7 @@ impl Default for Parts {
             security: Default::default(),
             token_key_rotation: tokens::DEFAULT_ROTATION,
             anomalies: Default::default(),
+            gateway: None,
         }
     }
 }
@@ -472,6 +482,7 @@ pub async fn start_with_parts(
         security,
         token_key_rotation,
         anomalies: anomaly_settings,
+        gateway,
     } = parts;
     if let Some(v) = vault.as_deref() {
         // The one-time upgrade of secrets stored in the clear before sealing existed.
@@ -557,7 +568,14 @@ pub async fn start_with_parts(
         None => None,
     };
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
-    let app = security_headers::apply(router(state), security.hsts, &security.cors_origins)?;
+    let app =
+        security_headers::apply(router(state.clone()), security.hsts, &security.cors_origins)?;
+    // Gateway mode: the main listener proxies; the API moves to its own listener, if any.
+    let (app, api_server) = match gateway {
+        None => (app, None),
+        Some(g) => gateway::mount(g, &state, app, security.tls.is_some(), rx.clone()).await?,
+    };
+    let api_addr = api_server.as_ref().map(|a| a.addr);
     let mut stop = rx;
     // Ok: plain HTTP; Err: HTTPS (the two listener types, without a new enum).
     let listener = match security.tls.clone() {
@@ -585,6 +603,9 @@ pub async fn start_with_parts(
             .await
             .context("serving HTTP")?,
         }
+        if let Some(api) = api_server {
+            api.task.await.context("the gateway's API listener")??;
+        }
         let _ = usage_stop.send(true);
         usage_writer.await.context("writing usage events")?;
         flusher.await.context("flushing last-use times")?;
@@ -608,6 +629,7 @@ pub async fn start_with_parts(
     });
     Ok(RunningServer {
         addr,
+        api_addr,
         shutdown: Some(tx),
         task,
     })

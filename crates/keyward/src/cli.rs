@@ -172,6 +172,9 @@ pub enum Command {
     Serve,
     /// Initialise a store without serving; prints the bootstrap root key once
     Init,
+    /// Run as a verifying reverse proxy in front of --upstream (the API only on
+    /// --api-listen); takes serve's settings too
+    Gateway(crate::gateway::GatewayArgs),
     /// Manage non-human identities
     #[command(subcommand)]
     Identity(IdentityCmd),

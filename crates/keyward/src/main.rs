@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod detect;
 mod error;
+mod gateway;
 mod output;
 mod parse;
 mod scan;
@@ -60,6 +61,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve => server::serve(&settings, cli.global.master_key_file.clone()).await,
         Command::Init => server::init(&settings, json).await,
+        Command::Gateway(args) => {
+            gateway::run(&settings, cli.global.master_key_file.clone(), &args).await
+        }
         Command::Identity(cmd) => {
             commands::identity(&commands::Ctx::new(&settings, json)?, cmd).await
         }

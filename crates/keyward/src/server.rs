@@ -41,6 +41,7 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             Some(s) => parse_rotation(s)?,
         },
         anomalies: Default::default(),
+        gateway: None,
     })
 }
 
@@ -109,7 +110,14 @@ pub async fn serve(
     settings: &Settings,
     master_key_file: Option<std::path::PathBuf>,
 ) -> Result<(), CliError> {
-    let mut cfg = config(settings)?;
+    serve_config(config(settings)?, master_key_file).await
+}
+
+/// Serves `cfg` (`serve`, or `gateway` with its part set) until SIGTERM or ctrl-c.
+pub async fn serve_config(
+    mut cfg: ServerConfig,
+    master_key_file: Option<std::path::PathBuf>,
+) -> Result<(), CliError> {
     cfg.vault = crate::vault_settings::vault_config(master_key_file, |k| std::env::var(k).ok())?;
     init_logging()?;
     // Install the handlers before starting, so a signal during startup is not fatal.
