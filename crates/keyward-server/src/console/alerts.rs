@@ -4,8 +4,9 @@
 //! audit log: usage alerts (`key.rate_limited`, `key.usage_exceeded`), leaks
 //! (`key.leaked`), old key versions still in use after a rotation
 //! (`key.old_version_in_use`) and anomaly records (`anomaly.detected`, whose detail
-//! carries `kind`, `severity`, `detail` and `action_taken`). When the anomaly store
-//! lands, its entries are added here and every page that shows the timeline gets them.
+//! carries `kind`, `severity`, `detail`, `evidence` and `action_taken`: the anomaly
+//! responder, `anomalies/respond.rs`, writes one for every anomaly once its identity's
+//! policy has run, so the audit log is the timeline's single source).
 
 use askama::Template;
 use axum::extract::State;
@@ -144,17 +145,14 @@ fn entry(record: keyward_core::model::AuditRecord) -> Entry {
 /// The timeline's entries, newest first. Reading them needs `keyward:audit:read`.
 pub async fn gather(st: &AppState, who: &Principal, f: &Filter) -> Result<Vec<Entry>, PageError> {
     who.require(AUDIT_READ)?;
-    let mut targets = Vec::new();
-    if let Some(k) = f.key_id {
-        targets.push(k.to_string());
-    }
+    // Key alerts name the key as their target, anomaly records (whose target is the
+    // anomaly) in their detail: a substring search finds both.
     let search = AuditSearch {
         actions: ALERT_ACTIONS
             .iter()
             .map(|(a, _, _)| (*a).to_owned())
             .collect(),
-        targets,
-        text: f.identity_id.map(|i| i.to_string()),
+        text: f.key_id.or(f.identity_id).map(|i| i.to_string()),
         limit: f.limit.max(1),
         ..Default::default()
     };
