@@ -22,8 +22,10 @@ trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
 # One core for the server: its runtime gets one worker thread to match.
-# USAGE=off turns usage recording off (bench/usage-cost.sh measures what it costs).
+# USAGE=off turns usage recording off, DETECTION=off anomaly detection (bench/usage-cost.sh
+# measures what each costs).
 [ "${USAGE:-on}" = off ] && export KEYWARD_BENCH_USAGE_RECORDING=off
+[ "${DETECTION:-on}" = off ] && export KEYWARD_BENCH_ANOMALY_DETECTION=off
 TOKIO_WORKER_THREADS=1 KEYWARD_LOG=warn taskset -c "$SERVER_CPU" \
   target/release/keyward serve --listen "127.0.0.1:$port" --data-dir "$work/data" 2>"$work/serve.log" &
 server=$!
@@ -65,6 +67,9 @@ KEYS_FILE="$work/keys" KEYS="$KEYS" ROOT_KEY="$root" IDENTITY="$identity" \
   run_wrk -d300s -s bench/create-keys.lua "$base/v1/keys" > "$work/create.txt" &
 creator=$!
 while [ ! -s "$work/keys.time" ] && kill -0 "$creator" 2>/dev/null; do sleep 0.2; done
+# wrk is the background job's child (or the job itself): signal both, as a background
+# job of a non-interactive shell ignores SIGINT itself.
+pkill -INT -P "$creator" 2>/dev/null || true
 kill -INT "$creator" 2>/dev/null || true
 wait "$creator" || true
 minted=$(wc -l < "$work/keys")
@@ -87,7 +92,7 @@ KEYS_FILE="$work/keys" VERIFIER="$verifier" measure "$work/verify.txt" -d"${DURA
 h=$(rps "$work/healthz.txt"); v=$(rps "$work/verify.txt")
 valid=$(curl -s "$base/metrics" | grep -F 'keyward_verify_total{code="VALID"}' | awk '{print $2}')
 echo
-printf 'RESULT keyward healthz_rps=%s verify_rps=%s ratio=%.3f p50_ms=%s p99_ms=%s non2xx=%s valid_total=%s create_keys_per_s=%s verify_cpu_us=%s usage=%s\n' \
+printf 'RESULT keyward healthz_rps=%s verify_rps=%s ratio=%.3f p50_ms=%s p99_ms=%s non2xx=%s valid_total=%s create_keys_per_s=%s verify_cpu_us=%s usage=%s detection=%s\n' \
   "$h" "$v" "$(python3 -c "print($v/$h)")" "$(pct 50 "$work/verify.txt")" "$(pct 99 "$work/verify.txt")" \
-  "$(non2xx "$work/verify.txt" || true)" "$valid" "$create_rate" "$(cat "$work/verify.txt.cpu_us")" "${USAGE:-on}"
+  "$(non2xx "$work/verify.txt" || true)" "$valid" "$create_rate" "$(cat "$work/verify.txt.cpu_us")" "${USAGE:-on}" "${DETECTION:-on}"
 echo "healthz: p50 $(pct 50 "$work/healthz.txt") ms, p99 $(pct 99 "$work/healthz.txt") ms"

@@ -196,10 +196,12 @@ pub async fn write_usage_alerting(
             _ = stop.wait_for(|s| *s) => break,
         }
         writer.flush().await;
+        writer.settle(false).await;
     }
     for attempt in 1..=FINAL_TRIES {
         writer.flush().await;
         if writer.unwritten.is_empty() && writer.recorder.depth() == 0 {
+            writer.settle(true).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
@@ -223,6 +225,14 @@ struct Writer {
 }
 
 impl Writer {
+    /// Lets the store write the counts it keeps behind the events (all of them on
+    /// shutdown); a failure is retried on the next tick, and a crash loses nothing.
+    async fn settle(&self, everything: bool) {
+        if let Err(e) = self.store.settle_usage(everything).await {
+            tracing::warn!(error = %e, "usage rollups not written yet; will retry");
+        }
+    }
+
     /// Writes what is queued, in batches, until the queue is empty or a write fails.
     async fn flush(&mut self) {
         loop {

@@ -72,6 +72,7 @@ mod anomalies;
 mod audit_chain;
 mod console;
 mod group_commit;
+mod pending_rollups;
 mod sealed_secrets;
 mod tokens;
 mod webhooks;
@@ -150,13 +151,21 @@ impl SqliteStore {
         };
         audit_chain::backfill(&writer).await?;
         let group = group_commit::GroupCommit::start(writer.clone());
-        Ok(SqliteStore {
+        let store = SqliteStore {
             writer,
             reader,
             group,
             sync_reader,
             usage_ingest,
-        })
+        };
+        let recounted = store.recover_rollups().await?;
+        if recounted > 0 {
+            tracing::info!(
+                events = recounted,
+                "usage rollups recounted for events stored before the last stop"
+            );
+        }
+        Ok(store)
     }
 
     /// Closes both pools, waiting for connections in use to be returned.

@@ -91,6 +91,16 @@ pub trait UsageStore: Send + Sync {
     /// rollups, and marks the scopes that accepted events exercised, in one transaction.
     async fn record_usage(&self, events: &[UsageEvent]) -> Result<()>;
 
+    /// Writes counts a store keeps behind the events (the embedded store adds rollups
+    /// and scope uses up over a few seconds): all of them (`everything`, on shutdown),
+    /// else those that have waited long enough. The usage writer calls it on every
+    /// tick, so they never wait much longer, busy or idle. Reads never depend on it: a
+    /// store settles before it reads counts.
+    async fn settle_usage(&self, everything: bool) -> Result<()> {
+        let _ = everything;
+        Ok(())
+    }
+
     /// Counts per bucket start and outcome for `subject`, over buckets starting in
     /// `[bucket.start(from), to)`, ordered by start then code.
     async fn usage_counts(

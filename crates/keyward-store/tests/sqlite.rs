@@ -181,3 +181,83 @@ async fn concurrent_creations_share_commits_and_fail_alone() {
         180
     );
 }
+
+/// The embedded store counts usage (rollups, scope uses) a few seconds behind the events
+/// (`sqlite/pending_rollups.rs`). Counts still pending when the process dies are counted
+/// when the store is opened again, once; a second store opened on the folder meanwhile
+/// (a CLI beside the server) counts nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_lost_to_a_crash_are_recounted_on_opening() {
+    use keyward_core::VerifyCode;
+    use keyward_core::usage::{Bucket, UsageEvent};
+    use keyward_store::UsageStore;
+    use keyward_store::usage::UsageSubject;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = SqliteStore::open(&data).await.unwrap();
+    let i = testkit::identity("crash");
+    first
+        .create_identity(&i, &testkit::audit("identity.create", i.id))
+        .await
+        .unwrap();
+    let k = testkit::key(i.id);
+    first
+        .create_key(&k, &testkit::audit("key.create", k.id))
+        .await
+        .unwrap();
+    let now = keyward_core::time::truncate(chrono::Utc::now());
+    let events: Vec<UsageEvent> = (0..30)
+        .map(|_| UsageEvent {
+            at: now,
+            key_id: Some(k.id),
+            identity_id: Some(i.id),
+            code: VerifyCode::Valid,
+            ip: Some("10.0.0.1".parse().unwrap()),
+            scopes: vec!["orders:read".into()],
+            latency_us: 5,
+            tags: None,
+        })
+        .collect();
+    for batch in events.chunks(10) {
+        first.record_usage(batch).await.unwrap();
+    }
+    let (from, to) = (
+        now - chrono::Duration::days(1),
+        now + chrono::Duration::days(1),
+    );
+    let counted = |store: &SqliteStore, bucket: Bucket| {
+        let store = store.clone();
+        async move {
+            store
+                .usage_counts(UsageSubject::Key(k.id), bucket, from, to)
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| c.count)
+                .sum::<u64>()
+        }
+    };
+
+    // The first store's counts are pending: another store on the folder neither sees
+    // nor recounts them.
+    let second = SqliteStore::open(&data).await.unwrap();
+    assert_eq!(counted(&second, Bucket::Minute).await, 0);
+    second.close().await;
+    drop(second);
+
+    // The first dies without writing them.
+    drop(first);
+    let reopened = SqliteStore::open(&data).await.unwrap();
+    for bucket in [Bucket::Minute, Bucket::Hour, Bucket::Day] {
+        assert_eq!(counted(&reopened, bucket).await, 30, "{bucket:?}");
+    }
+    let posture = reopened.posture_inputs(Some(i.id), from).await.unwrap();
+    assert!(posture[0].keys[0].1.exercised.contains("orders:read"));
+    reopened.close().await;
+    drop(reopened);
+
+    // Counted once: opening again finds nothing beyond the watermark.
+    let again = SqliteStore::open(&data).await.unwrap();
+    assert_eq!(counted(&again, Bucket::Minute).await, 30);
+}

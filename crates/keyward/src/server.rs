@@ -40,7 +40,12 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             None => keyward_server::tokens::DEFAULT_ROTATION,
             Some(s) => parse_rotation(s)?,
         },
-        anomalies: Default::default(),
+        anomalies: keyward_server::anomalies::AnomalySettings {
+            // Measurement only (bench/usage-cost.sh splits what recording and detection
+            // each cost), hence not a documented setting.
+            enabled: std::env::var("KEYWARD_BENCH_ANOMALY_DETECTION").as_deref() != Ok("off"),
+            ..Default::default()
+        },
         gateway: None,
     })
 }

@@ -67,6 +67,29 @@ impl SyncReader {
         &self,
         digest: &KeyDigest,
     ) -> Option<Result<Option<KeyWithIdentity>>> {
+        self.read(|conn| {
+            conn.prepare_cached(key_by_digest!())?
+                .query_row([&digest.as_bytes()[..]], |row| {
+                    // Mapping errors are ours, not rusqlite's: carry them out intact.
+                    Ok(key_from_row(row).and_then(|key| {
+                        Ok(KeyWithIdentity {
+                            key,
+                            identity_enabled: get(row, KEY_COLS)?,
+                        })
+                    }))
+                })
+                .optional()
+                .map(Option::transpose)
+        })
+    }
+
+    /// Runs `read` on a pooled read-only connection, on this thread. The outer result is
+    /// SQLite's (busy: `None`, so the caller takes the async path; anything else: the
+    /// store is unusable), the inner one the mapping of rows, carried out intact.
+    pub(crate) fn read<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<Result<T>>,
+    ) -> Option<Result<T>> {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
@@ -75,20 +98,8 @@ impl SyncReader {
                 Err(e) => return busy_or(e),
             },
         };
-        let read = conn.prepare_cached(key_by_digest!()).and_then(|mut stmt| {
-            stmt.query_row([&digest.as_bytes()[..]], |row| {
-                // Mapping errors are ours, not rusqlite's: carry them out intact.
-                Ok(key_from_row(row).and_then(|key| {
-                    Ok(KeyWithIdentity {
-                        key,
-                        identity_enabled: get(row, KEY_COLS)?,
-                    })
-                }))
-            })
-            .optional()
-        });
-        let answer = match read {
-            Ok(found) => Some(found.transpose()),
+        let answer = match read(&conn) {
+            Ok(mapped) => Some(mapped),
             Err(e) => return busy_or(e),
         };
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());

@@ -31,7 +31,7 @@ const ROWS_PER_INSERT: usize = 1000;
 /// `block_in_place` on a multi-threaded runtime, so the worker's other tasks move to
 /// another thread meanwhile; inline on a current-thread runtime (tests, tools), which
 /// has no other worker to hand them to.
-fn run_blocking<T>(job: impl FnOnce() -> T) -> T {
+pub(super) fn run_blocking<T>(job: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(job),
         _ => job(),
@@ -48,6 +48,51 @@ fn subject_filter(q: &mut QueryBuilder<Sqlite>, subject: Option<UsageSubject>) {
         }
         None => {}
     }
+}
+
+/// Adds the rollup counts and scope uses of `events` (upserts: counts add up, last uses
+/// take the latest).
+async fn add_counts(tx: &mut sqlx::Transaction<'_, Sqlite>, events: &[UsageEvent]) -> Result<()> {
+    let rollups: Vec<_> = rollup_rows(events).into_iter().collect();
+    for chunk in rollups.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO usage_rollups \
+                 (granularity, start, key_id, identity_id, code, count) ",
+        );
+        q.push_values(
+            chunk,
+            |mut b, ((bucket, start, key, code), (identity, n))| {
+                b.push_bind(bucket.as_str())
+                    .push_bind(*start)
+                    .push_bind(id_text(*key))
+                    .push_bind(id_text(*identity))
+                    .push_bind(code.as_str())
+                    .push_bind(*n);
+            },
+        );
+        q.push(
+            " ON CONFLICT (granularity, key_id, start, code) \
+                 DO UPDATE SET count = count + excluded.count",
+        );
+        q.build().execute(&mut **tx).await.map_err(map_err)?;
+    }
+    let uses: Vec<_> = scope_uses(events).into_iter().collect();
+    for chunk in uses.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO usage_key_scopes (key_id, scope, last_used_at) ",
+        );
+        q.push_values(chunk, |mut b, ((key, scope), at)| {
+            b.push_bind(id_text(*key))
+                .push_bind(*scope)
+                .push_bind(micros(*at));
+        });
+        q.push(
+            " ON CONFLICT (key_id, scope) \
+                 DO UPDATE SET last_used_at = max(last_used_at, excluded.last_used_at)",
+        );
+        q.build().execute(&mut **tx).await.map_err(map_err)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -84,45 +129,15 @@ impl UsageStore for SqliteStore {
             });
             q.build().execute(&mut *tx).await.map_err(map_err)?;
         }
-        let rollups: Vec<_> = rollup_rows(events).into_iter().collect();
-        for chunk in rollups.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO usage_rollups \
-                 (granularity, start, key_id, identity_id, code, count) ",
-            );
-            q.push_values(
-                chunk,
-                |mut b, ((bucket, start, key, code), (identity, n))| {
-                    b.push_bind(bucket.as_str())
-                        .push_bind(*start)
-                        .push_bind(id_text(*key))
-                        .push_bind(id_text(*identity))
-                        .push_bind(code.as_str())
-                        .push_bind(*n);
-                },
-            );
-            q.push(
-                " ON CONFLICT (granularity, key_id, start, code) \
-                 DO UPDATE SET count = count + excluded.count",
-            );
-            q.build().execute(&mut *tx).await.map_err(map_err)?;
-        }
-        let uses: Vec<_> = scope_uses(events).into_iter().collect();
-        for chunk in uses.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO usage_key_scopes (key_id, scope, last_used_at) ",
-            );
-            q.push_values(chunk, |mut b, ((key, scope), at)| {
-                b.push_bind(id_text(*key))
-                    .push_bind(*scope)
-                    .push_bind(micros(*at));
-            });
-            q.push(
-                " ON CONFLICT (key_id, scope) \
-                 DO UPDATE SET last_used_at = max(last_used_at, excluded.last_used_at)",
-            );
-            q.build().execute(&mut *tx).await.map_err(map_err)?;
-        }
+        add_counts(&mut tx, events).await?;
+        // Everything stored is counted (see pending_rollups.rs for the watermark).
+        sqlx::query(
+            "UPDATE usage_rollup_watermark \
+             SET through_rowid = (SELECT coalesce(max(rowid), 0) FROM usage_events) WHERE id = 1",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -170,6 +185,7 @@ impl UsageStore for SqliteStore {
         to: Timestamp,
         limit: u32,
     ) -> Result<Vec<TopKey>> {
+        self.settle_rollups().await?;
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT key_id, identity_id, SUM(count) AS n, \
              SUM(CASE WHEN code = 'VALID' THEN count ELSE 0 END) \
@@ -194,7 +210,13 @@ impl UsageStore for SqliteStore {
             .collect()
     }
 
+    async fn settle_usage(&self, everything: bool) -> Result<()> {
+        self.settle_pending(!everything).await
+    }
+
     async fn prune_usage(&self, c: RetentionCutoffs) -> Result<Pruned> {
+        // Nothing pending may count events about to go.
+        self.settle_rollups().await?;
         let mut pruned = Pruned::default();
         pruned.events += self
             .delete_in_chunks(
@@ -216,6 +238,14 @@ impl UsageStore for SqliteStore {
                 .delete_in_chunks(rollup_delete, Some(bucket), micros(before))
                 .await?;
         }
+        // With every event gone, rowids start again from 1: so does the watermark.
+        sqlx::query(
+            "UPDATE usage_rollup_watermark SET through_rowid = 0 \
+             WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM usage_events)",
+        )
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
         Ok(pruned)
     }
 
@@ -224,6 +254,7 @@ impl UsageStore for SqliteStore {
         identity_id: Option<Uuid>,
         since: Timestamp,
     ) -> Result<Vec<PostureInput>> {
+        self.settle_rollups().await?;
         // One read transaction: a consistent snapshot of identities, keys and scope uses.
         let mut tx = self.reader.begin().await.map_err(map_err)?;
         let id = identity_id.map(id_text);
@@ -404,6 +435,75 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Writes the rollups pending behind ingested events (`pending_rollups.rs`), so that
+    /// a read sees every stored event counted.
+    pub(super) async fn settle_rollups(&self) -> Result<()> {
+        self.settle_pending(false).await
+    }
+
+    async fn settle_pending(&self, only_aged: bool) -> Result<()> {
+        let Some(ingest) = &self.usage_ingest else {
+            return Ok(());
+        };
+        if !ingest.has_pending() {
+            return Ok(());
+        }
+        let _permit = self.writer.acquire().await.map_err(map_err)?;
+        run_blocking(|| ingest.settle(only_aged))
+    }
+
+    /// Counts the events stored beyond the watermark: those whose rollups were still
+    /// pending when the process stopped without settling them (a crash, a kill).
+    pub(super) async fn recover_rollups(&self) -> Result<u64> {
+        const PAGE: i64 = 20_000;
+        if !self.usage_ingest.as_ref().is_some_and(|i| i.defers()) {
+            // Only the process that may keep counts pending recounts: any other may be
+            // looking at that process's pending events (see pending_rollups.rs).
+            return Ok(0);
+        }
+        let mut recounted = 0u64;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let (mark, last): (i64, i64) = sqlx::query_as(
+                "SELECT through_rowid, (SELECT coalesce(max(rowid), 0) FROM usage_events) \
+                 FROM usage_rollup_watermark WHERE id = 1",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            // Rowids below the watermark with none above: the table was emptied and
+            // filled again without a settle; all of it is uncounted.
+            let mark = if last < mark { 0 } else { mark };
+            if last == mark {
+                return Ok(recounted);
+            }
+            let rows = sqlx::query(
+                "SELECT rowid, at, key_id, identity_id, code, ip, scopes, latency_us, tags \
+                 FROM usage_events WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            )
+            .bind(mark)
+            .bind(PAGE)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            let Some(through) = rows.last().map(|r| get::<i64>(r, 0)).transpose()? else {
+                return Ok(recounted);
+            };
+            let events = rows
+                .iter()
+                .map(|r| super::anomalies::event_from_row_at(r, 1))
+                .collect::<Result<Vec<_>>>()?;
+            add_counts(&mut tx, &events).await?;
+            sqlx::query("UPDATE usage_rollup_watermark SET through_rowid = ? WHERE id = 1")
+                .bind(through)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            recounted += events.len() as u64;
+        }
+    }
+
     /// Usage counts of one key or identity, or of all (`None`: the console's overview).
     pub(super) async fn counts(
         &self,
@@ -412,6 +512,7 @@ impl SqliteStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<UsageCount>> {
+        self.settle_rollups().await?;
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT start, code, SUM(count) FROM usage_rollups WHERE granularity = ",
         );

@@ -20,12 +20,13 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use keyward_core::usage::UsageEvent;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
-use uuid::Uuid;
 
 use super::BUSY_TIMEOUT;
+use super::pending_rollups::{PendingRollups, SET_WATERMARK, UuidText, write_counts};
 use crate::usage::{rollup_rows, scope_uses};
 use crate::{Result, StoreError};
 
@@ -33,19 +34,22 @@ const INSERT_EVENT: &str = "INSERT INTO usage_events \
     (at, key_id, identity_id, code, ip, scopes, latency_us, tags) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-const UPSERT_ROLLUP: &str = "INSERT INTO usage_rollups \
-    (granularity, start, key_id, identity_id, code, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-    ON CONFLICT (granularity, key_id, start, code) DO UPDATE SET count = count + excluded.count";
-
-const UPSERT_SCOPE_USE: &str = "INSERT INTO usage_key_scopes (key_id, scope, last_used_at) \
-    VALUES (?1, ?2, ?3) \
-    ON CONFLICT (key_id, scope) \
-    DO UPDATE SET last_used_at = max(last_used_at, excluded.last_used_at)";
-
 /// The ingestion connection, opened on first use and reopened after a failure.
 pub(crate) struct UsageIngest {
     path: PathBuf,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Ingest>,
+    /// Whether counts are pending: readers settle only then, without taking the lock.
+    pending: AtomicBool,
+    /// The lock that lets this process keep counts pending (`pending_rollups.rs`);
+    /// `None`: another process holds it, so counts are written with each batch.
+    defer_lock: Option<std::fs::File>,
+}
+
+/// The connection and the counts written behind (`pending_rollups.rs`).
+#[derive(Default)]
+struct Ingest {
+    conn: Option<Connection>,
+    pending: PendingRollups,
 }
 
 impl std::fmt::Debug for UsageIngest {
@@ -58,10 +62,18 @@ impl std::fmt::Debug for UsageIngest {
 
 impl UsageIngest {
     pub(crate) fn new(path: PathBuf) -> UsageIngest {
+        let defer_lock = take_defer_lock(&path);
         UsageIngest {
             path,
-            conn: Mutex::new(None),
+            conn: Mutex::new(Ingest::default()),
+            pending: AtomicBool::new(false),
+            defer_lock,
         }
+    }
+
+    /// Whether this process keeps counts pending (and so recounts on opening).
+    pub(crate) fn defers(&self) -> bool {
+        self.defer_lock.is_some()
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
@@ -76,27 +88,90 @@ impl UsageIngest {
         Ok(conn)
     }
 
-    /// Writes one batch in one durable transaction. The caller holds the write permit.
+    /// Writes one batch in one durable transaction; its rollups and scope uses join the
+    /// pending counts, all written in this transaction when they are due. The caller
+    /// holds the write permit.
     pub(crate) fn write(&self, events: &[UsageEvent]) -> Result<()> {
-        let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let conn = match slot.as_mut() {
-            Some(c) => c,
-            None => slot.insert(self.open().map_err(unavailable)?),
+        let mut ingest = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let Ingest { conn, pending } = &mut *ingest;
+        let settle = !self.defers() || pending.due_with(events);
+        let written = match conn {
+            Some(c) => write_batch(c, events, settle.then_some(&*pending)),
+            None => self
+                .open()
+                .and_then(|c| write_batch(conn.insert(c), events, settle.then_some(&*pending))),
         };
-        let written = write_batch(conn, events);
-        if written.is_err() {
-            // Whatever state the connection is in, a fresh one is certain.
-            *slot = None;
+        match written {
+            Ok(_) if settle => pending.clear(),
+            Ok(through_rowid) => pending.add(events, through_rowid),
+            Err(e) => {
+                // Whatever state the connection is in, a fresh one is certain. Nothing of
+                // the batch was stored, and the pending counts are still pending.
+                *conn = None;
+                return Err(unavailable(e));
+            }
         }
-        written.map_err(unavailable)
+        self.pending.store(!pending.is_empty(), Ordering::Release);
+        Ok(())
     }
+
+    /// Writes the pending counts now (`only_aged`: only if they have waited long
+    /// enough), so that a read of rollups sees every stored event. The caller holds the
+    /// write permit.
+    pub(crate) fn settle(&self, only_aged: bool) -> Result<()> {
+        if !self.pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut ingest = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let Ingest { conn, pending } = &mut *ingest;
+        if pending.is_empty() || (only_aged && !pending.aged()) {
+            return Ok(());
+        }
+        let written = match conn {
+            Some(c) => settle(c, pending),
+            None => self.open().and_then(|c| settle(conn.insert(c), pending)),
+        };
+        if let Err(e) = written {
+            *conn = None;
+            return Err(unavailable(e));
+        }
+        pending.clear();
+        self.pending.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether counts are pending (a cheap check, without the lock).
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+}
+
+/// The exclusive lock on `<database>-usage.lock`, if no other process (or store in this
+/// process) holds it.
+fn take_defer_lock(db: &std::path::Path) -> Option<std::fs::File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-usage.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .ok()?;
+    file.try_lock().ok().map(|()| file)
 }
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("SQLite (usage ingestion): {e}"))
 }
 
-fn write_batch(conn: &mut Connection, events: &[UsageEvent]) -> rusqlite::Result<()> {
+/// Inserts `events` and, when `settle` holds the pending counts, writes those and the
+/// batch's own counts with the watermark: one durable transaction. Returns the rowid of
+/// the batch's last event.
+fn write_batch(
+    conn: &mut Connection,
+    events: &[UsageEvent],
+    settle: Option<&PendingRollups>,
+) -> rusqlite::Result<i64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut insert = tx.prepare_cached(INSERT_EVENT)?;
@@ -134,40 +209,23 @@ fn write_batch(conn: &mut Connection, events: &[UsageEvent]) -> rusqlite::Result
             ])?;
         }
     }
-    {
-        let mut upsert = tx.prepare_cached(UPSERT_ROLLUP)?;
-        let (mut key_buf, mut identity_buf) = (UuidText::new(), UuidText::new());
-        for ((bucket, start, key, code), (identity, n)) in rollup_rows(events) {
-            upsert.execute(params![
-                bucket.as_str(),
-                start,
-                key_buf.text(key),
-                identity_buf.text(identity),
-                code.as_str(),
-                n,
-            ])?;
-        }
+    let through_rowid = tx.last_insert_rowid();
+    if let Some(pending) = settle {
+        pending.write(&tx)?;
+        let uses = scope_uses(events);
+        write_counts(
+            &tx,
+            rollup_rows(events).into_iter(),
+            uses.iter().map(|((key, scope), at)| (*key, *scope, *at)),
+        )?;
+        tx.execute(SET_WATERMARK, [through_rowid])?;
     }
-    {
-        let mut upsert = tx.prepare_cached(UPSERT_SCOPE_USE)?;
-        let mut key_buf = UuidText::new();
-        for ((key, scope), at) in scope_uses(events) {
-            upsert.execute(params![key_buf.text(key), scope, at.timestamp_micros()])?;
-        }
-    }
-    tx.commit()
+    tx.commit()?;
+    Ok(through_rowid)
 }
 
-/// A uuid's hyphenated text (the store's uuid format), written into a reused buffer
-/// rather than a fresh `String` per row.
-struct UuidText([u8; uuid::fmt::Hyphenated::LENGTH]);
-
-impl UuidText {
-    fn new() -> UuidText {
-        UuidText([0; uuid::fmt::Hyphenated::LENGTH])
-    }
-
-    fn text(&mut self, id: Uuid) -> &str {
-        id.hyphenated().encode_lower(&mut self.0)
-    }
+fn settle(conn: &mut Connection, pending: &PendingRollups) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    pending.write(&tx)?;
+    tx.commit()
 }

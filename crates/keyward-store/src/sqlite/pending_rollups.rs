@@ -1,0 +1,151 @@
+//! Rollups and scope uses written behind the usage events they count.
+//!
+//! Why: every usage event adds to three rollup rows (its key's minute, hour and day) and
+//! to its key's scope uses. Written with each batch, that was four B-tree upserts per
+//! event whenever traffic spreads over many keys (20,000 keys: most events of a batch
+//! have a key of their own), about 4 µs of the node's CPU per verification. Added up
+//! over a few seconds instead, a busy key costs four upserts per settle, not per event.
+//!
+//! The events themselves are still inserted, durably, batch by batch; only their
+//! counting waits. Nothing is lost to a crash: `usage_rollup_watermark` names the last
+//! event whose rollups are written, in the same transaction as those rollups, and
+//! opening the store counts the events beyond it ([`super::SqliteStore::recover_rollups`]).
+//! Nothing is stale to a reader either: the store settles what is pending before any
+//! read of rollups or scope uses.
+//!
+//! One process at a time defers: the one holding an exclusive lock on the file
+//! `<database>-usage.lock` (an OS file lock, released when the process dies). Only it
+//! recounts on opening, so another process opening the same folder (`keyward audit
+//! verify` beside the server) can never count the server's pending events a second
+//! time; a second store on the folder writes its counts with each batch, as before.
+//!
+//! **Architecture Invariant:** every usage event with a rowid up to
+//! `usage_rollup_watermark.through_rowid` is counted in `usage_rollups` and
+//! `usage_key_scopes`, and none after it is (tested by
+//! `rollups_lost_to_a_crash_are_recounted_on_opening`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use keyward_core::VerifyCode;
+use keyward_core::time::Timestamp;
+use keyward_core::usage::{Bucket, UsageEvent};
+use rusqlite::{Transaction, params};
+use uuid::Uuid;
+
+use crate::usage::{rollup_rows, scope_uses};
+
+/// Pending counts are written at least this often...
+pub(crate) const SETTLE_EVERY: Duration = Duration::from_secs(5);
+/// ...or once this many rows are pending (bounds memory: ~100 bytes a row).
+const MAX_PENDING_ROWS: usize = 200_000;
+
+const UPSERT_ROLLUP: &str = "INSERT INTO usage_rollups \
+    (granularity, start, key_id, identity_id, code, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+    ON CONFLICT (granularity, key_id, start, code) DO UPDATE SET count = count + excluded.count";
+
+const UPSERT_SCOPE_USE: &str = "INSERT INTO usage_key_scopes (key_id, scope, last_used_at) \
+    VALUES (?1, ?2, ?3) \
+    ON CONFLICT (key_id, scope) \
+    DO UPDATE SET last_used_at = max(last_used_at, excluded.last_used_at)";
+
+pub(crate) const SET_WATERMARK: &str =
+    "UPDATE usage_rollup_watermark SET through_rowid = ?1 WHERE id = 1";
+
+/// Counts of events already inserted, not yet written.
+#[derive(Debug, Default)]
+pub(crate) struct PendingRollups {
+    rollups: BTreeMap<(Bucket, i64, Uuid, VerifyCode), (Uuid, i64)>,
+    uses: BTreeMap<(Uuid, String), Timestamp>,
+    /// The rowid of the last event counted here.
+    through_rowid: i64,
+    /// When the oldest pending count was added.
+    since: Option<Instant>,
+}
+
+impl PendingRollups {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.since.is_none()
+    }
+
+    /// Whether the oldest pending count has waited [`SETTLE_EVERY`].
+    pub(crate) fn aged(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= SETTLE_EVERY)
+    }
+
+    /// Whether, with `events` added, the counts are due to be written.
+    pub(crate) fn due_with(&self, events: &[UsageEvent]) -> bool {
+        self.aged() || self.rollups.len() + self.uses.len() + 4 * events.len() > MAX_PENDING_ROWS
+    }
+
+    /// Adds the counts of `events`, inserted up to `through_rowid`.
+    pub(crate) fn add(&mut self, events: &[UsageEvent], through_rowid: i64) {
+        for (k, (identity, n)) in rollup_rows(events) {
+            self.rollups.entry(k).or_insert((identity, 0)).1 += n;
+        }
+        for ((key, scope), at) in scope_uses(events) {
+            let t = self.uses.entry((key, scope.to_owned())).or_insert(at);
+            *t = (*t).max(at);
+        }
+        self.through_rowid = through_rowid;
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Writes the pending counts and the watermark into `tx` (the caller clears them
+    /// once `tx` commits).
+    pub(crate) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        write_counts(
+            tx,
+            self.rollups.iter().map(|(k, v)| (*k, *v)),
+            self.uses
+                .iter()
+                .map(|((key, scope), at)| (*key, scope.as_str(), *at)),
+        )?;
+        tx.execute(SET_WATERMARK, [self.through_rowid])?;
+        Ok(())
+    }
+
+    pub(crate) fn clear(&mut self) {
+        *self = PendingRollups::default();
+    }
+}
+
+/// Upserts rollup counts and scope uses (additive: counts add up, last uses take the
+/// latest), in key order.
+pub(crate) fn write_counts<'s>(
+    tx: &Transaction<'_>,
+    rollups: impl Iterator<Item = ((Bucket, i64, Uuid, VerifyCode), (Uuid, i64))>,
+    uses: impl Iterator<Item = (Uuid, &'s str, Timestamp)>,
+) -> rusqlite::Result<()> {
+    let mut upsert = tx.prepare_cached(UPSERT_ROLLUP)?;
+    let (mut key_buf, mut identity_buf) = (UuidText::new(), UuidText::new());
+    for ((bucket, start, key, code), (identity, n)) in rollups {
+        upsert.execute(params![
+            bucket.as_str(),
+            start,
+            key_buf.text(key),
+            identity_buf.text(identity),
+            code.as_str(),
+            n,
+        ])?;
+    }
+    let mut upsert = tx.prepare_cached(UPSERT_SCOPE_USE)?;
+    for (key, scope, at) in uses {
+        upsert.execute(params![key_buf.text(key), scope, at.timestamp_micros()])?;
+    }
+    Ok(())
+}
+
+/// A uuid's hyphenated text (the store's uuid format), written into a reused buffer
+/// rather than a fresh `String` per row.
+pub(crate) struct UuidText([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+impl UuidText {
+    pub(crate) fn new() -> UuidText {
+        UuidText([0; uuid::fmt::Hyphenated::LENGTH])
+    }
+
+    pub(crate) fn text(&mut self, id: Uuid) -> &str {
+        id.hyphenated().encode_lower(&mut self.0)
+    }
+}
