@@ -38,14 +38,18 @@ on_both_stores!(usage_counts_match_events, prune_usage, posture_inputs);
 #[tokio::test]
 #[ignore = "a measurement; run it on its own, in release mode"]
 async fn ingestion_rate_on_the_embedded_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("data")).await.unwrap();
-    let m = usage::ingestion_rate(&store, 100, 5_000).await;
-    println!(
-        "usage ingestion, embedded store: {:.0} events/s, {:.2} µs CPU/event \
-         (500,000 events, batches of 5,000)",
-        m.events_per_second, m.cpu_us_per_event
-    );
+    // Events over 100 keys (rollups add up well), then over 20,000 (nearly every event
+    // of a batch has a key of its own: the worst case for rollups).
+    for keys in [100, 20_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("data")).await.unwrap();
+        let m = usage::ingestion_rate(&store, 100, 5_000, keys).await;
+        println!(
+            "usage ingestion, embedded store, {keys} keys: {:.0} events/s, {:.2} µs CPU/event \
+             (500,000 events, batches of 5,000, rollups settled)",
+            m.events_per_second, m.cpu_us_per_event
+        );
+    }
 }
 
 #[tokio::test]
@@ -53,7 +57,7 @@ async fn ingestion_rate_on_the_embedded_store() {
 async fn ingestion_rate_on_postgres() {
     let db = TempDatabase::create().await;
     let store = PgStore::open(&db.url).await.unwrap();
-    let m = usage::ingestion_rate(&store, 50, 5_000).await;
+    let m = usage::ingestion_rate(&store, 50, 5_000, 100).await;
     println!(
         "usage ingestion, PostgreSQL: {:.0} events/s, {:.2} µs client CPU/event \
          (250,000 events, batches of 5,000)",

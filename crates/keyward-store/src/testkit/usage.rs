@@ -280,10 +280,15 @@ pub async fn posture_inputs(store: &dyn Store) {
 
 /// Ingestion rate: `batches` batches of `per_batch` events over 100 keys, as the usage
 /// writer sends them. Returns events per second.
-pub async fn ingestion_rate(store: &dyn Store, batches: usize, per_batch: usize) -> Ingestion {
+pub async fn ingestion_rate(
+    store: &dyn Store,
+    batches: usize,
+    per_batch: usize,
+    key_count: usize,
+) -> Ingestion {
     let i = new_identity(store, "usage-rate").await;
     let mut keys = vec![];
-    for _ in 0..100 {
+    for _ in 0..key_count {
         keys.push(new_key(store, minimal_key(i.id)).await.id);
     }
     let t = super::now();
@@ -308,6 +313,8 @@ pub async fn ingestion_rate(store: &dyn Store, batches: usize, per_batch: usize)
     for batch in &all {
         store.record_usage(batch).await.unwrap();
     }
+    // Counts a store keeps behind the events are part of ingesting them.
+    store.settle_usage(true).await.unwrap();
     let events = (batches * per_batch) as f64;
     Ingestion {
         events_per_second: events / started.elapsed().as_secs_f64(),
