@@ -25,7 +25,7 @@ base="http://127.0.0.1:$port"
 # USAGE=off turns usage recording off, DETECTION=off anomaly detection (bench/usage-cost.sh
 # measures what each costs).
 [ "${USAGE:-on}" = off ] && export KEYWARD_BENCH_USAGE_RECORDING=off
-[ "${DETECTION:-on}" = off ] && export KEYWARD_BENCH_ANOMALY_DETECTION=off
+[ "${DETECTION:-on}" = off ] && export KEYWARD_ANOMALY_DETECTION=off
 TOKIO_WORKER_THREADS=1 KEYWARD_LOG=warn taskset -c "$SERVER_CPU" \
   target/release/keyward serve --listen "127.0.0.1:$port" --data-dir "$work/data" 2>"$work/serve.log" &
 server=$!

@@ -113,12 +113,17 @@ pub struct Global {
     /// [default: 86400]
     #[arg(long, global = true, value_name = "SECONDS")]
     pub token_key_rotation: Option<String>,
+    /// Anomaly detection on the node that runs background jobs: on or off
+    /// [env: KEYWARD_ANOMALY_DETECTION] [default: on]
+    #[arg(long, global = true, value_name = "on|off")]
+    pub anomaly_detection: Option<String>,
     /// TOML settings file (keys: listen, data_dir, database_url, url, token, redis_url,
     /// redis_fallback, webhook_timeout, webhook_max_attempts, webhook_backoff,
     /// webhook_backoff_cap, webhook_deny_private, webhook_expiring_before,
     /// webhook_old_version_before,
     /// usage_retention_days, usage_rollup_retention_days, audit_signing_key, cors_origin,
-    /// tls_cert, tls_key, audit_log_file, token_key_rotation; values are strings)
+    /// tls_cert, tls_key, audit_log_file, token_key_rotation, anomaly_detection; values
+    /// are strings)
     /// [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -162,6 +167,7 @@ impl Global {
             tls_key: self.tls_key.clone(),
             audit_log_file: self.audit_log_file.clone(),
             token_key_rotation: self.token_key_rotation.clone(),
+            anomaly_detection: self.anomaly_detection.clone(),
         }
     }
 }

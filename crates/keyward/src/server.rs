@@ -41,9 +41,15 @@ pub fn config(settings: &Settings) -> Result<ServerConfig, CliError> {
             Some(s) => parse_rotation(s)?,
         },
         anomalies: keyward_server::anomalies::AnomalySettings {
-            // Measurement only (bench/usage-cost.sh splits what recording and detection
-            // each cost), hence not a documented setting.
-            enabled: std::env::var("KEYWARD_BENCH_ANOMALY_DETECTION").as_deref() != Ok("off"),
+            enabled: match settings.anomaly_detection.as_deref().map(str::trim) {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(CliError::Usage(format!(
+                        "invalid --anomaly-detection {other:?}: on or off"
+                    )));
+                }
+            },
             ..Default::default()
         },
         gateway: None,
@@ -173,5 +179,32 @@ pub async fn init(settings: &Settings, json: bool) -> Result<(), CliError> {
             );
             Err(CliError::Reported)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{Layer, resolve};
+
+    fn detection(value: Option<&str>) -> Result<bool, CliError> {
+        let flags = Layer {
+            anomaly_detection: value.map(str::to_owned),
+            ..Layer::default()
+        };
+        let settings = resolve(&flags, None, |_| None)?;
+        Ok(config(&settings)?.anomalies.enabled)
+    }
+
+    #[test]
+    fn anomaly_detection_is_on_unless_turned_off() {
+        assert!(detection(None).unwrap());
+        assert!(detection(Some("on")).unwrap());
+        assert!(!detection(Some("off")).unwrap());
+        let err = detection(Some("maybe")).unwrap_err();
+        assert!(
+            matches!(&err, CliError::Usage(m) if m.contains("--anomaly-detection")),
+            "{err:?}"
+        );
     }
 }

@@ -49,6 +49,8 @@ pub struct Layer {
     pub audit_log_file: Option<String>,
     /// Seconds between token signing-key rotations.
     pub token_key_rotation: Option<String>,
+    /// Anomaly detection on the jobs leader: "on" or "off".
+    pub anomaly_detection: Option<String>,
 }
 
 impl fmt::Debug for Layer {
@@ -72,6 +74,7 @@ impl fmt::Debug for Layer {
             .field("tls_key", &self.tls_key)
             .field("audit_log_file", &self.audit_log_file)
             .field("token_key_rotation", &self.token_key_rotation)
+            .field("anomaly_detection", &self.anomaly_detection)
             .finish()
     }
 }
@@ -104,6 +107,7 @@ impl Layer {
             tls_key: get("KEYWARD_TLS_KEY"),
             audit_log_file: get("KEYWARD_AUDIT_LOG_FILE"),
             token_key_rotation: get("KEYWARD_TOKEN_KEY_ROTATION"),
+            anomaly_detection: get("KEYWARD_ANOMALY_DETECTION"),
         }
     }
 
@@ -165,6 +169,9 @@ pub struct Settings {
     /// Seconds between token signing-key rotations (`None`: the server's default, 24 h).
     /// Validated when `serve` needs it.
     pub token_key_rotation: Option<String>,
+    /// Anomaly detection on the jobs leader ("on" or "off"; `None`: on). Validated when
+    /// `serve` needs it.
+    pub anomaly_detection: Option<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -188,6 +195,7 @@ impl fmt::Debug for Settings {
             .field("tls_key", &self.tls_key)
             .field("audit_log_file", &self.audit_log_file)
             .field("token_key_rotation", &self.token_key_rotation)
+            .field("anomaly_detection", &self.anomaly_detection)
             .finish()
     }
 }
@@ -228,6 +236,7 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         tls_key: pick(|l| &l.tls_key, layers).map(PathBuf::from),
         audit_log_file: pick(|l| &l.audit_log_file, layers).map(PathBuf::from),
         token_key_rotation: pick(|l| &l.token_key_rotation, layers),
+        anomaly_detection: pick(|l| &l.anomaly_detection, layers),
     }
 }
 
