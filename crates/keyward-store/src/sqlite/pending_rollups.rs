@@ -24,7 +24,7 @@
 //! `usage_key_scopes`, and none after it is (tested by
 //! `rollups_lost_to_a_crash_are_recounted_on_opening`).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use keyward_core::VerifyCode;
@@ -32,8 +32,6 @@ use keyward_core::time::Timestamp;
 use keyward_core::usage::{Bucket, UsageEvent};
 use rusqlite::{Transaction, params};
 use uuid::Uuid;
-
-use crate::usage::{rollup_rows, scope_uses};
 
 /// Pending counts are written at least this often...
 pub(crate) const SETTLE_EVERY: Duration = Duration::from_secs(5);
@@ -52,11 +50,20 @@ const UPSERT_SCOPE_USE: &str = "INSERT INTO usage_key_scopes (key_id, scope, las
 pub(crate) const SET_WATERMARK: &str =
     "UPDATE usage_rollup_watermark SET through_rowid = ?1 WHERE id = 1";
 
-/// Counts of events already inserted, not yet written.
+/// A rollup row: granularity, bucket start (µs), key and outcome.
+type RollupKey = (Bucket, i64, Uuid, VerifyCode);
+
+/// Counts of events already inserted, not yet written. Hash maps, added to event by
+/// event (no per-batch intermediate map), sorted only when written, so that SQLite
+/// walks its B-trees in order.
 #[derive(Debug, Default)]
 pub(crate) struct PendingRollups {
-    rollups: BTreeMap<(Bucket, i64, Uuid, VerifyCode), (Uuid, i64)>,
-    uses: BTreeMap<(Uuid, String), Timestamp>,
+    /// Rollup row → (identity, count).
+    rollups: HashMap<RollupKey, (Uuid, i64)>,
+    /// Key → its exercised scopes and their latest use (a key has few scopes: a scan
+    /// of a short list, and a scope name is copied only the first time it is seen).
+    uses: HashMap<Uuid, Vec<(String, Timestamp)>>,
+    use_rows: usize,
     /// The rowid of the last event counted here.
     through_rowid: i64,
     /// When the oldest pending count was added.
@@ -75,17 +82,39 @@ impl PendingRollups {
 
     /// Whether, with `events` added, the counts are due to be written.
     pub(crate) fn due_with(&self, events: &[UsageEvent]) -> bool {
-        self.aged() || self.rollups.len() + self.uses.len() + 4 * events.len() > MAX_PENDING_ROWS
+        self.aged() || self.rollups.len() + self.use_rows + 4 * events.len() > MAX_PENDING_ROWS
     }
 
-    /// Adds the counts of `events`, inserted up to `through_rowid`.
+    /// Adds the counts of `events`, inserted up to `through_rowid`: as
+    /// [`rollup_rows`](crate::usage::rollup_rows) and
+    /// [`scope_uses`](crate::usage::scope_uses) count them.
     pub(crate) fn add(&mut self, events: &[UsageEvent], through_rowid: i64) {
-        for (k, (identity, n)) in rollup_rows(events) {
-            self.rollups.entry(k).or_insert((identity, 0)).1 += n;
-        }
-        for ((key, scope), at) in scope_uses(events) {
-            let t = self.uses.entry((key, scope.to_owned())).or_insert(at);
-            *t = (*t).max(at);
+        for e in events {
+            if let (Some(key), Some(identity)) = (e.key_id, e.identity_id) {
+                let at = e.at.timestamp_micros();
+                for b in Bucket::ALL {
+                    self.rollups
+                        .entry((b, b.start_micros(at), key, e.code))
+                        .or_insert((identity, 0))
+                        .1 += 1;
+                }
+            }
+            let Some(key) = e.key_id.filter(|_| e.code == VerifyCode::Valid) else {
+                continue;
+            };
+            if e.scopes.is_empty() {
+                continue;
+            }
+            let used = self.uses.entry(key).or_default();
+            for scope in &e.scopes {
+                match used.iter_mut().find(|(s, _)| s == scope) {
+                    Some((_, t)) => *t = (*t).max(e.at),
+                    None => {
+                        used.push((scope.clone(), e.at));
+                        self.use_rows += 1;
+                    }
+                }
+            }
         }
         self.through_rowid = through_rowid;
         self.since.get_or_insert_with(Instant::now);
@@ -94,13 +123,15 @@ impl PendingRollups {
     /// Writes the pending counts and the watermark into `tx` (the caller clears them
     /// once `tx` commits).
     pub(crate) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        write_counts(
-            tx,
-            self.rollups.iter().map(|(k, v)| (*k, *v)),
-            self.uses
-                .iter()
-                .map(|((key, scope), at)| (*key, scope.as_str(), *at)),
-        )?;
+        let mut rollups: Vec<_> = self.rollups.iter().map(|(k, v)| (*k, *v)).collect();
+        rollups.sort_unstable_by_key(|(k, _)| *k);
+        let mut uses: Vec<(Uuid, &str, Timestamp)> = self
+            .uses
+            .iter()
+            .flat_map(|(key, used)| used.iter().map(|(s, at)| (*key, s.as_str(), *at)))
+            .collect();
+        uses.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        write_counts(tx, rollups.into_iter(), uses.into_iter())?;
         tx.execute(SET_WATERMARK, [self.through_rowid])?;
         Ok(())
     }
@@ -147,5 +178,68 @@ impl UuidText {
 
     pub(crate) fn text(&mut self, id: Uuid) -> &str {
         id.hyphenated().encode_lower(&mut self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::{rollup_rows, scope_uses};
+
+    /// Events over a few keys, identities, codes, scopes and minutes, some without a
+    /// key or an identity: every case the counting distinguishes.
+    fn events() -> Vec<UsageEvent> {
+        let keys = [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)];
+        let codes = [
+            VerifyCode::Valid,
+            VerifyCode::RateLimited,
+            VerifyCode::InsufficientScope,
+            VerifyCode::NotFound,
+        ];
+        let base: Timestamp = "2026-01-05T10:00:00Z".parse().unwrap();
+        (0..500u32)
+            .map(|n| {
+                let key = (n % 7 != 0).then(|| keys[n as usize % 3]);
+                UsageEvent {
+                    at: base + chrono::Duration::seconds(i64::from(n * 37 % 7200)),
+                    key_id: key,
+                    identity_id: key.filter(|_| n % 11 != 0).map(|_| Uuid::from_u128(9)),
+                    code: codes[n as usize % 4],
+                    ip: None,
+                    scopes: match n % 3 {
+                        0 => vec![],
+                        1 => vec!["orders:read".into()],
+                        _ => vec!["orders:read".into(), format!("s{}", n % 5)],
+                    },
+                    latency_us: 1,
+                    tags: None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn adds_up_as_the_per_batch_counts_do() {
+        let all = events();
+        let mut pending = PendingRollups::default();
+        for (n, batch) in all.chunks(64).enumerate() {
+            pending.add(batch, n as i64);
+        }
+        let mut rollups: Vec<_> = pending.rollups.iter().map(|(k, v)| (*k, *v)).collect();
+        rollups.sort_unstable_by_key(|(k, _)| *k);
+        assert_eq!(rollups, rollup_rows(&all).into_iter().collect::<Vec<_>>());
+        let mut uses: Vec<_> = pending
+            .uses
+            .iter()
+            .flat_map(|(k, used)| used.iter().map(|(s, at)| ((*k, s.clone()), *at)))
+            .collect();
+        uses.sort();
+        let expected: Vec<_> = scope_uses(&all)
+            .into_iter()
+            .map(|((k, s), at)| ((k, s.to_owned()), at))
+            .collect();
+        assert_eq!(uses, expected);
+        assert_eq!(pending.use_rows, expected.len());
+        assert_eq!(pending.through_rowid, (all.len() / 64) as i64);
     }
 }
