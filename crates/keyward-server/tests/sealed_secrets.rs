@@ -599,3 +599,41 @@ async fn a_wrong_master_key_fails_closed(mut s: TestServer) {
     assert_eq!(db.signing_keys().await.len(), 1, "no new key in its place");
     db.close().await;
 }
+
+store_test!(master_key_rotation_rewraps_signing_keys_and_totp_secrets);
+async fn master_key_rotation_rewraps_signing_keys_and_totp_secrets(mut s: TestServer) {
+    let (_, secret) = enrol(&s, "sealed-carol").await;
+    let ident = s.identity("svc").await;
+    let (key, _) = s.key(&ident, json!({"scopes": ["orders:read"]})).await;
+    let t1 = token(&s, &key).await;
+    let old_ring = s.vault.ring().clone();
+    let new = MasterKey::generate();
+    s.vault = Arc::new(Vault::new(
+        Keyring::new(new.clone(), vec![old_ring.current().clone()]),
+        VALUE_MAX_BYTES,
+    ));
+    s.restart(WebhookSettings::default()).await;
+    while sealed_secrets::rewrap_some(&*s.store, &s.vault)
+        .await
+        .unwrap()
+        > 0
+    {}
+    for kind in [SealedKind::SigningKey, SealedKind::AdminTotp] {
+        assert!(
+            s.store
+                .sealed_secrets_to_rewrap(kind, new.id(), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{kind:?} rewrapped"
+        );
+    }
+    // The new key alone opens them: tokens sign with the same key, logins work.
+    s.vault = Arc::new(Vault::new(Keyring::new(new, vec![]), VALUE_MAX_BYTES));
+    s.restart(WebhookSettings::default()).await;
+    let t2 = token(&s, &key).await;
+    assert_eq!(kid(&t2), kid(&t1));
+    verify_offline(&jwks(&s).await, &t2);
+    let t = settled_now().await;
+    login(&s, "sealed-carol", &secret.code_at(t)).await.ok(201);
+}
