@@ -503,7 +503,7 @@ pub async fn start_with_parts(
             "usage recording is OFF (a measurement setting): no usage events, analytics or last-use times"
         );
     }
-    let signing_keys = tokens::SigningKeys::new(store.clone());
+    let signing_keys = tokens::SigningKeys::new(store.clone(), vault.clone());
     let state = AppState {
         store: store.clone(),
         verifier: verifier.clone(),

@@ -1,11 +1,14 @@
-//! Secrets Keyward must recover (webhook signing secrets), sealed under the vault's
+//! Secrets Keyward must recover (webhook signing secrets, token signing private keys,
+//! administrator TOTP secrets), sealed under the vault's
 //! master keys: sealing a new one, opening one where it is needed, the one-time upgrade
 //! of rows written in the clear before sealing existed, and their part of the master
 //! key rewrap (`vault_jobs.rs` calls [`rewrap_some`]).
 //!
-//! Without a vault (PostgreSQL with no master key) nothing new is stored: features that
-//! need a new secret answer 503 ([`vault_for_new_secret`]); rows from before the
-//! upgrade keep working in the clear until a server with a master key starts.
+//! Without a vault (PostgreSQL with no master key) no new webhook secret is stored: a new
+//! webhook answers 503 ([`vault_for_new_secret`]). Token signing keys and administrator
+//! TOTP secrets, which Keyward cannot work without, are then stored in the clear (with
+//! a warning) and sealed when a server with a master key starts; rows from before the
+//! upgrade likewise keep working in the clear until then.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -82,7 +85,7 @@ pub async fn seal_plaintext(store: &dyn Store, vault: &Vault) -> Result<u64, Sto
                 .iter()
                 .map(|r| SealedSecret {
                     id: r.id.clone(),
-                    sealed: seal(vault, kind, &r.id, r.plaintext.as_bytes()),
+                    sealed: seal(vault, kind, &r.id, &r.plaintext),
                 })
                 .collect();
             let audit = system_audit("vault.seal_plaintext", kind, sealed.len(), &current);

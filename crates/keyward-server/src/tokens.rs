@@ -6,6 +6,12 @@
 //! retirement, longer than any token it signed can live. Nodes re-read the keys every
 //! [`KEYS_FRESH_FOR`], and at once (throttled) when a token names a `kid` they do not
 //! know, so a key made current on one node is soon used and accepted by all.
+//!
+//! With a master key, a private key is stored sealed (`SealedKind::SigningKey`, path
+//! `keyward/signing-key/<kid>`), never in the clear, and opened only to sign; a key that
+//! cannot be opened (a wrong master key) signs nothing: signing fails, it never falls
+//! back to another key. Keys written in the clear (no master key, or before sealing
+//! existed) are used as stored, and sealed when a server with a master key starts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,12 +24,16 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use keyward_core::model::AuditEntry;
 use keyward_core::time::Timestamp;
 use keyward_proto as proto;
+use keyward_store::sealed_secrets::SealedKind;
 use keyward_store::{SigningKeyRecord, Store, StoreError};
 use parking_lot::Mutex;
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 use uuid::Uuid;
 use zeroize::Zeroizing;
+
+use crate::sealed_secrets;
+use crate::vault::Vault;
 
 /// Lifetime of a token when none is asked for, in seconds.
 pub const DEFAULT_TTL: u64 = 300;
@@ -47,8 +57,9 @@ pub const ROTATE_ACTION: &str = "token.signing_key.rotate";
 /// The signing keys as this node last read them.
 struct Snapshot {
     loaded_at: Instant,
-    /// The key that signs new tokens: `(kid, key, created_at)`.
-    current: Option<(String, EncodingKey, Timestamp)>,
+    /// The key that signs new tokens: `(kid, key, created_at)`; the key is an error
+    /// (without secrets) if its private key could not be opened: then nothing signs.
+    current: Option<(String, Result<EncodingKey, String>, Timestamp)>,
     /// Every published key by `kid`.
     verifying: HashMap<String, DecodingKey>,
     jwks: proto::Jwks,
@@ -56,6 +67,8 @@ struct Snapshot {
 
 pub struct SigningKeys {
     store: Arc<dyn Store>,
+    /// Seals new private keys and opens sealed ones; `None`: keys are kept in the clear.
+    vault: Option<Arc<Vault>>,
     /// Key id -> digest, for introspection (a key's digest never changes).
     digests: quick_cache::sync::Cache<Uuid, keyward_core::KeyDigest>,
     snapshot: Mutex<Option<Arc<Snapshot>>>,
@@ -65,9 +78,12 @@ pub struct SigningKeys {
 }
 
 impl SigningKeys {
-    pub fn new(store: Arc<dyn Store>) -> Arc<SigningKeys> {
+    /// `vault`: the server's master keys, if it has any (new private keys are then
+    /// stored sealed).
+    pub fn new(store: Arc<dyn Store>, vault: Option<Arc<Vault>>) -> Arc<SigningKeys> {
         Arc::new(SigningKeys {
             store,
+            vault,
             digests: quick_cache::sync::Cache::new(DIGESTS_CACHED),
             snapshot: Mutex::new(None),
             last_forced: Mutex::new(None),
@@ -92,6 +108,12 @@ impl SigningKeys {
             .as_ref()
             .ok_or_else(|| SignError::Key("no current signing key".into()))?;
         let mut header = Header::new(Algorithm::EdDSA);
+        // Fail closed: a key that cannot be opened signs nothing, and no other key is
+        // used in its place.
+        let key = key.as_ref().map_err(|why| {
+            tracing::error!(kid = %kid, "cannot sign tokens: {why}");
+            SignError::Key(why.clone())
+        })?;
         header.kid = Some(kid.clone());
         let token = jsonwebtoken::encode(&header, claims, key)
             .map_err(|e| SignError::Key(format!("signing failed: {e}")))?;
@@ -129,7 +151,20 @@ impl SigningKeys {
     /// Makes a fresh key pair current (retiring the current one), audit-logged as done
     /// by `system`. Returns the new `kid`.
     pub async fn rotate(&self, now: Timestamp) -> Result<String, StoreError> {
-        let record = generate(now);
+        let mut record = generate(now);
+        match self.vault.as_deref() {
+            Some(vault) => {
+                // Only the sealed form is stored; the plaintext is wiped when replaced.
+                record.sealed_private_key = Some(sealed_secrets::seal(
+                    vault,
+                    SealedKind::SigningKey,
+                    &record.kid,
+                    &record.private_key,
+                ));
+                record.private_key = Zeroizing::new(Vec::new());
+            }
+            None => warn_unsealed(),
+        }
         let audit = AuditEntry {
             at: now,
             actor: "system".into(),
@@ -206,7 +241,7 @@ impl SigningKeys {
         let now = crate::now();
         let published_after = now - chrono::Duration::seconds((MAX_TTL + LEEWAY) as i64);
         let records = self.store.signing_keys(published_after).await?;
-        let snap = Arc::new(snapshot(&records)?);
+        let snap = Arc::new(snapshot(&records, self.vault.as_deref())?);
         *self.snapshot.lock() = Some(snap.clone());
         Ok(snap)
     }
@@ -221,7 +256,44 @@ pub enum SignError {
     Key(String),
 }
 
-fn snapshot(records: &[SigningKeyRecord]) -> Result<Snapshot, StoreError> {
+/// Logs once per process that signing keys are stored in the clear (no master key).
+fn warn_unsealed() {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "token signing keys are stored in the clear: the server has no master key to seal \
+             them with (KEYWARD_MASTER_KEY or --master-key-file)"
+        );
+    }
+}
+
+/// The key `r` signs with: its private key opened from the sealed form, or as stored on a
+/// row written in the clear. An error (naming the kid, never a secret) if it cannot be
+/// opened: no master key, or not the one it was sealed under.
+fn encoding_key(vault: Option<&Vault>, r: &SigningKeyRecord) -> Result<EncodingKey, String> {
+    let Some(sealed) = &r.sealed_private_key else {
+        if r.private_key.is_empty() {
+            return Err(format!("signing key {} has no private key", r.kid));
+        }
+        return Ok(EncodingKey::from_ed_der(&r.private_key));
+    };
+    let vault = vault.ok_or_else(|| {
+        format!(
+            "signing key {} is sealed and this server has no master key to open it",
+            r.kid
+        )
+    })?;
+    // Wiped when dropped.
+    let der = sealed_secrets::open(vault, SealedKind::SigningKey, &r.kid, sealed).map_err(|e| {
+        format!(
+            "cannot open the sealed signing key {} (not the master key it was sealed under?): {e}",
+            r.kid
+        )
+    })?;
+    Ok(EncodingKey::from_ed_der(&der))
+}
+
+fn snapshot(records: &[SigningKeyRecord], vault: Option<&Vault>) -> Result<Snapshot, StoreError> {
     let mut verifying = HashMap::new();
     let mut jwks = proto::Jwks::default();
     let mut current = None;
@@ -240,11 +312,7 @@ fn snapshot(records: &[SigningKeyRecord]) -> Result<Snapshot, StoreError> {
         });
         // Newest first: the first key not retired signs.
         if current.is_none() && r.retired_at.is_none() {
-            current = Some((
-                r.kid.clone(),
-                EncodingKey::from_ed_der(&r.private_key),
-                r.created_at,
-            ));
+            current = Some((r.kid.clone(), encoding_key(vault, r), r.created_at));
         }
     }
     Ok(Snapshot {
@@ -269,6 +337,7 @@ fn generate(now: Timestamp) -> SigningKeyRecord {
         kid: Uuid::now_v7().simple().to_string(),
         public_key: key.verifying_key().to_bytes().to_vec(),
         private_key: Zeroizing::new(der.as_bytes().to_vec()),
+        sealed_private_key: None,
         created_at: now,
         retired_at: None,
     }

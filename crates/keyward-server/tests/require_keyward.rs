@@ -144,7 +144,7 @@ async fn key_answers_are_cached_briefly_and_tokens_survive_rotation(s: TestServe
     assert_eq!(call(&cached, Some(&before)).await.0, 200);
 
     // Rotation: the layer fetches the JWKS again for the new kid; the old token stays good.
-    SigningKeys::new(s.store.clone())
+    SigningKeys::new(s.store.clone(), Some(s.vault.clone()))
         .rotate(keyward_server::now())
         .await
         .unwrap();

@@ -328,7 +328,7 @@ async fn signing_key_rotation_keeps_every_token_valid(s: TestServer) {
     let old_kid = kid(&before);
 
     // Not due: a key a moment old, rotated daily.
-    let leader = SigningKeys::new(s.store.clone());
+    let leader = SigningKeys::new(s.store.clone(), Some(s.vault.clone()));
     let now = keyward_server::now();
     assert!(
         !leader

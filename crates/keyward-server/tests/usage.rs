@@ -488,7 +488,7 @@ async fn retention_job_prunes(store: Arc<dyn Store>) {
         stopped,
         settings,
         (
-            keyward_server::tokens::SigningKeys::new(store.clone()),
+            keyward_server::tokens::SigningKeys::new(store.clone(), None),
             keyward_server::tokens::DEFAULT_ROTATION,
         ),
     );

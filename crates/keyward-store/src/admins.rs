@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use keyward_core::envelope::Sealed;
 use keyward_core::model::{AuditEntry, Identity, KeyRecord};
 use keyward_core::time::Timestamp;
 
@@ -20,8 +21,12 @@ pub struct AdminRecord {
     pub identity_id: Uuid,
     /// argon2id PHC string.
     pub password_hash: String,
-    /// Base32 TOTP secret.
+    /// Base32 TOTP secret, if kept in the clear; empty once sealed.
     pub totp_secret: String,
+    /// The TOTP secret sealed under the vault's master key (`SealedKind::AdminTotp`),
+    /// when the server has one; a row written in the clear has none until a server with
+    /// a master key starts.
+    pub sealed_totp_secret: Option<Sealed>,
     /// The `keyward:` scopes its sessions carry.
     pub scopes: Vec<String>,
     pub enabled: bool,
@@ -38,6 +43,7 @@ impl std::fmt::Debug for AdminRecord {
             .field("identity_id", &self.identity_id)
             .field("password_hash", &"[redacted]")
             .field("totp_secret", &"[redacted]")
+            .field("sealed_totp_secret", &self.sealed_totp_secret.is_some())
             .field("scopes", &self.scopes)
             .field("enabled", &self.enabled)
             .field("created_at", &self.created_at)
@@ -58,7 +64,7 @@ pub enum SecondFactor {
 #[async_trait]
 pub trait AdminStore: Send + Sync {
     /// Creates the administrator, its identity and its recovery code hashes in one
-    /// transaction. `Conflict` if the username (or the identity's name) is taken.
+    /// transaction. A sealed TOTP secret is stored sealed only (`totp_secret` empty). `Conflict` if the username (or the identity's name) is taken.
     async fn create_admin(
         &self,
         admin: &AdminRecord,

@@ -27,6 +27,7 @@ mod servers;
 pub use servers::{OwnPostgres, OwnRedis, free_port};
 pub mod anomalies;
 pub mod rotation_status;
+pub mod sealed_secrets;
 pub mod usage;
 pub mod vault;
 pub mod webhooks;

@@ -3,6 +3,7 @@
 //! each token issued.
 
 use async_trait::async_trait;
+use keyward_core::envelope::Sealed;
 use keyward_core::model::AuditEntry;
 use keyward_core::time::Timestamp;
 use zeroize::Zeroizing;
@@ -11,17 +12,21 @@ use crate::Result;
 
 /// One token signing key pair.
 ///
-/// The private key is kept in its own column as PKCS#8 DER, NOT yet encrypted at rest:
-/// no master-key facility exists in the store yet. Whoever can read the database can
-/// forge tokens until this is wrapped with an envelope key.
+/// The private key is PKCS#8 DER, sealed under the vault's master key when the server has
+/// one (`sealed_private_key`, `SealedKind::SigningKey`); `private_key` is then empty.
+/// Only rows written without a master key (or before sealing existed) keep it in the
+/// clear, and a server with a master key seals those at startup.
 #[derive(Clone)]
 pub struct SigningKeyRecord {
     /// The JWT `kid`: unique, never reused.
     pub kid: String,
     /// The raw 32-byte Ed25519 public key.
     pub public_key: Vec<u8>,
-    /// The Ed25519 private key, PKCS#8 DER.
+    /// The Ed25519 private key, PKCS#8 DER, if kept in the clear; empty once sealed.
     pub private_key: Zeroizing<Vec<u8>>,
+    /// The private key sealed under the master key (a row written in the clear has
+    /// none until a server with a master key starts).
+    pub sealed_private_key: Option<Sealed>,
     pub created_at: Timestamp,
     /// When a newer key replaced it: it signs nothing after this, but stays published
     /// until the last token it signed has expired.
@@ -34,6 +39,7 @@ impl std::fmt::Debug for SigningKeyRecord {
             .field("kid", &self.kid)
             .field("created_at", &self.created_at)
             .field("retired_at", &self.retired_at)
+            .field("sealed", &self.sealed_private_key.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -45,7 +51,8 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn signing_keys(&self, retired_after: Timestamp) -> Result<Vec<SigningKeyRecord>>;
 
     /// In one transaction: retires every key not yet retired (`retired_at = now`) and
-    /// stores `new` as the current one, with the audit entry.
+    /// stores `new` as the current one, with the audit entry. A sealed private key is
+    /// stored sealed only (the plaintext column left empty).
     async fn rotate_signing_key(
         &self,
         new: &SigningKeyRecord,

@@ -19,6 +19,7 @@ fn admin(identity_id: Uuid, username: &str) -> AdminRecord {
         enabled: true,
         created_at: testkit::now(),
         last_totp_step: None,
+        sealed_totp_secret: None,
     }
 }
 

@@ -13,6 +13,7 @@ fn record(kid: &str, at: keyward_core::time::Timestamp) -> SigningKeyRecord {
         private_key: Zeroizing::new(vec![1, 2, 3]),
         created_at: at,
         retired_at: None,
+        sealed_private_key: None,
     }
 }
 

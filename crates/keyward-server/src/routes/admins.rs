@@ -103,12 +103,17 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
+    let admin_id = Uuid::now_v7();
+    // Sealed under the master key when there is one (only the sealed form stored).
+    let (totp_secret, sealed_totp_secret) =
+        crate::sessions::store_totp_secret(st.vault.as_deref(), admin_id, &secret);
     let record = AdminRecord {
-        id: Uuid::now_v7(),
+        id: admin_id,
         username: body.username.clone(),
         identity_id: identity.id,
         password_hash,
-        totp_secret: secret.base32().to_owned(),
+        totp_secret,
+        sealed_totp_secret,
         scopes: scopes.clone(),
         enabled: true,
         created_at: now,
@@ -227,7 +232,8 @@ pub async fn login(
         return Err(refused());
     };
     let now = crate::now();
-    let secret = TotpSecret::from_base32(&admin.totp_secret);
+    // Fails closed (500) if the sealed secret cannot be opened: no code is accepted.
+    let secret = crate::sessions::totp_secret(st.vault.as_deref(), &admin)?;
     let factor = match secret.check(code.expose().trim(), now.timestamp().max(0) as u64) {
         Some(step) => SecondFactor::Totp { step },
         // Not a current TOTP code: perhaps a recovery code (never a 6-digit one).

@@ -15,9 +15,11 @@ use super::{
 };
 use crate::Result;
 use crate::admins::{AdminRecord, AdminStore, SecondFactor};
+use crate::sealed_secrets::sealed_from_row;
 
 const ADMIN_COLS: &str = "id, username, identity_id, password_hash, totp_secret, scopes::text, \
-                          enabled, created_at, last_totp_step";
+                          enabled, created_at, last_totp_step, totp_secret_ciphertext, \
+                          totp_secret_wrapped_key, totp_secret_master_key_id";
 
 fn admin_from_row(row: &PgRow) -> Result<AdminRecord> {
     Ok(AdminRecord {
@@ -30,6 +32,12 @@ fn admin_from_row(row: &PgRow) -> Result<AdminRecord> {
         enabled: get(row, 6)?,
         created_at: get(row, 7)?,
         last_totp_step: get(row, 8)?,
+        sealed_totp_secret: sealed_from_row(
+            get(row, 9)?,
+            get(row, 10)?,
+            get(row, 11)?,
+            "admins.totp_secret_*",
+        )?,
     })
 }
 
@@ -42,21 +50,32 @@ impl AdminStore for PgStore {
         recovery_code_hashes: &[String],
         audit: &AuditEntry,
     ) -> Result<()> {
+        // A sealed TOTP secret is never also kept in the clear.
+        let sealed = admin.sealed_totp_secret.as_ref();
+        let plaintext = if sealed.is_some() {
+            ""
+        } else {
+            admin.totp_secret.as_str()
+        };
         let mut tx = self.begin().await?;
         insert_identity(&mut tx, identity).await?;
         sqlx::query(
             "INSERT INTO admins (id, username, identity_id, password_hash, totp_secret, \
-             scopes, enabled, created_at, last_totp_step) \
-             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, NULL)",
+             scopes, enabled, created_at, last_totp_step, totp_secret_ciphertext, \
+             totp_secret_wrapped_key, totp_secret_master_key_id) \
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, NULL, $9, $10, $11)",
         )
         .bind(admin.id)
         .bind(&admin.username)
         .bind(admin.identity_id)
         .bind(&admin.password_hash)
-        .bind(&admin.totp_secret)
+        .bind(plaintext)
         .bind(to_json(&admin.scopes)?)
         .bind(admin.enabled)
         .bind(admin.created_at)
+        .bind(sealed.map(|s| &s.ciphertext))
+        .bind(sealed.map(|s| &s.wrapped_key))
+        .bind(sealed.map(|s| &s.master_key_id))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;

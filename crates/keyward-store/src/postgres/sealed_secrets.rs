@@ -22,8 +22,10 @@ impl SealedSecretStore for PgStore {
     ) -> Result<Vec<PlaintextSecret>> {
         // Fixed table and column names (`SealedKind::columns`), never input.
         let (table, plain, pre) = kind.columns();
+        let id = kind.id_column();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id::text, {plain} FROM {table} WHERE {pre}_ciphertext IS NULL ORDER BY id LIMIT $1"
+            "SELECT {id}::text, {plain} FROM {table} WHERE {pre}_ciphertext IS NULL \
+             ORDER BY {id} LIMIT $1"
         )))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -31,9 +33,15 @@ impl SealedSecretStore for PgStore {
         .map_err(map_err)?;
         rows.iter()
             .map(|r| {
+                // Bytes (a private key) or text (a TOTP secret, a webhook secret).
+                let plaintext = if kind.plaintext_is_bytes() {
+                    Zeroizing::new(get::<Vec<u8>>(r, 1)?)
+                } else {
+                    Zeroizing::new(get::<String>(r, 1)?.into_bytes())
+                };
                 Ok(PlaintextSecret {
                     id: get(r, 0)?,
-                    plaintext: Zeroizing::new(get(r, 1)?),
+                    plaintext,
                 })
             })
             .collect()
@@ -47,9 +55,16 @@ impl SealedSecretStore for PgStore {
     ) -> Result<u64> {
         // Fixed table and column names (`SealedKind::columns`), never input.
         let (table, plain, pre) = kind.columns();
+        let id = kind.id_column();
+        // Cleared to the empty value of the column's type.
+        let empty = if kind.plaintext_is_bytes() {
+            "''::bytea"
+        } else {
+            "''"
+        };
         let sql = format!(
-            "UPDATE {table} SET {plain} = '', {pre}_ciphertext = $1, {pre}_wrapped_key = $2, \
-             {pre}_master_key_id = $3 WHERE id::text = $4 AND {pre}_ciphertext IS NULL"
+            "UPDATE {table} SET {plain} = {empty}, {pre}_ciphertext = $1, {pre}_wrapped_key = $2, \
+             {pre}_master_key_id = $3 WHERE {id}::text = $4 AND {pre}_ciphertext IS NULL"
         );
         let mut tx = self.begin().await?;
         let mut n = 0;
@@ -79,9 +94,10 @@ impl SealedSecretStore for PgStore {
     ) -> Result<Vec<SealedSecret>> {
         // Fixed table and column names (`SealedKind::columns`), never input.
         let (table, _, pre) = kind.columns();
+        let id = kind.id_column();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id::text, {pre}_ciphertext, {pre}_wrapped_key, {pre}_master_key_id \
-             FROM {table} WHERE {pre}_master_key_id <> $1 ORDER BY id LIMIT $2"
+            "SELECT {id}::text, {pre}_ciphertext, {pre}_wrapped_key, {pre}_master_key_id \
+             FROM {table} WHERE {pre}_master_key_id <> $1 ORDER BY {id} LIMIT $2"
         )))
         .bind(current_key_id)
         .bind(i64::from(limit))
@@ -110,9 +126,10 @@ impl SealedSecretStore for PgStore {
     ) -> Result<u64> {
         // Fixed table and column names (`SealedKind::columns`), never input.
         let (table, _, pre) = kind.columns();
+        let id = kind.id_column();
         let sql = format!(
             "UPDATE {table} SET {pre}_wrapped_key = $1, {pre}_master_key_id = $2 \
-             WHERE id::text = $3 AND {pre}_master_key_id = $4"
+             WHERE {id}::text = $3 AND {pre}_master_key_id = $4"
         );
         let mut tx = self.begin().await?;
         let mut n = 0;

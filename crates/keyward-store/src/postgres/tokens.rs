@@ -8,13 +8,15 @@ use zeroize::Zeroizing;
 
 use super::{PgStore, get, insert_audit, map_err};
 use crate::Result;
+use crate::sealed_secrets::sealed_from_row;
 use crate::tokens::{SigningKeyRecord, TokenStore};
 
 #[async_trait]
 impl TokenStore for PgStore {
     async fn signing_keys(&self, retired_after: Timestamp) -> Result<Vec<SigningKeyRecord>> {
         let rows = sqlx::query(
-            "SELECT kid, public_key, private_key, created_at, retired_at FROM signing_keys \
+            "SELECT kid, public_key, private_key, created_at, retired_at, private_key_ciphertext, \
+             private_key_wrapped_key, private_key_master_key_id FROM signing_keys \
              WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC, kid DESC",
         )
         .bind(retired_after)
@@ -29,6 +31,12 @@ impl TokenStore for PgStore {
                     private_key: Zeroizing::new(row.try_get(2).map_err(map_err)?),
                     created_at: get(row, 3)?,
                     retired_at: get(row, 4)?,
+                    sealed_private_key: sealed_from_row(
+                        get(row, 5)?,
+                        get(row, 6)?,
+                        get(row, 7)?,
+                        "signing_keys.private_key_*",
+                    )?,
                 })
             })
             .collect()
@@ -40,6 +48,13 @@ impl TokenStore for PgStore {
         now: Timestamp,
         audit: &AuditEntry,
     ) -> Result<()> {
+        // A sealed private key is never also kept in the clear.
+        let sealed = new.sealed_private_key.as_ref();
+        let plaintext: &[u8] = if sealed.is_some() {
+            &[]
+        } else {
+            &new.private_key[..]
+        };
         let mut tx = self.begin().await?;
         sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
             .bind(now)
@@ -47,13 +62,17 @@ impl TokenStore for PgStore {
             .await
             .map_err(map_err)?;
         sqlx::query(
-            "INSERT INTO signing_keys (kid, public_key, private_key, created_at, retired_at) \
-             VALUES ($1, $2, $3, $4, NULL)",
+            "INSERT INTO signing_keys (kid, public_key, private_key, created_at, retired_at, \
+             private_key_ciphertext, private_key_wrapped_key, private_key_master_key_id) \
+             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7)",
         )
         .bind(&new.kid)
         .bind(&new.public_key)
-        .bind(&new.private_key[..])
+        .bind(plaintext)
         .bind(new.created_at)
+        .bind(sealed.map(|s| &s.ciphertext))
+        .bind(sealed.map(|s| &s.wrapped_key))
+        .bind(sealed.map(|s| &s.master_key_id))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;

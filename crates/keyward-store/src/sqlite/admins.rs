@@ -13,9 +13,11 @@ use super::{
 };
 use crate::Result;
 use crate::admins::{AdminRecord, AdminStore, SecondFactor};
+use crate::sealed_secrets::sealed_from_row;
 
 const ADMIN_COLS: &str = "id, username, identity_id, password_hash, totp_secret, scopes, \
-                          enabled, created_at, last_totp_step";
+                          enabled, created_at, last_totp_step, totp_secret_ciphertext, \
+                          totp_secret_wrapped_key, totp_secret_master_key_id";
 
 fn admin_from_row(row: &SqliteRow) -> Result<AdminRecord> {
     Ok(AdminRecord {
@@ -28,6 +30,12 @@ fn admin_from_row(row: &SqliteRow) -> Result<AdminRecord> {
         enabled: get(row, 6)?,
         created_at: get_time(row, 7, "admins.created_at")?,
         last_totp_step: get(row, 8)?,
+        sealed_totp_secret: sealed_from_row(
+            get(row, 9)?,
+            get(row, 10)?,
+            get(row, 11)?,
+            "admins.totp_secret_*",
+        )?,
     })
 }
 
@@ -40,19 +48,29 @@ impl AdminStore for SqliteStore {
         recovery_code_hashes: &[String],
         audit: &AuditEntry,
     ) -> Result<()> {
+        // A sealed TOTP secret is never also kept in the clear.
+        let sealed = admin.sealed_totp_secret.as_ref();
+        let plaintext = if sealed.is_some() {
+            ""
+        } else {
+            admin.totp_secret.as_str()
+        };
         let mut tx = self.begin_write().await?;
         insert_identity(&mut tx, identity).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO admins ({ADMIN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+            "INSERT INTO admins ({ADMIN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)"
         )))
         .bind(id_text(admin.id))
         .bind(&admin.username)
         .bind(id_text(admin.identity_id))
         .bind(&admin.password_hash)
-        .bind(&admin.totp_secret)
+        .bind(plaintext)
         .bind(to_json(&admin.scopes)?)
         .bind(admin.enabled)
         .bind(micros(admin.created_at))
+        .bind(sealed.map(|s| &s.ciphertext))
+        .bind(sealed.map(|s| &s.wrapped_key))
+        .bind(sealed.map(|s| &s.master_key_id))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;

@@ -21,8 +21,10 @@ impl SealedSecretStore for SqliteStore {
     ) -> Result<Vec<PlaintextSecret>> {
         // Fixed table and column names (`SealedKind::columns`), never input.
         let (table, plain, pre) = kind.columns();
+        let id = kind.id_column();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id, {plain} FROM {table} WHERE {pre}_ciphertext IS NULL ORDER BY id LIMIT ?"
+            "SELECT {id}, {plain} FROM {table} WHERE {pre}_ciphertext IS NULL \
+             ORDER BY {id} LIMIT ?"
         )))
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
@@ -30,9 +32,15 @@ impl SealedSecretStore for SqliteStore {
         .map_err(map_err)?;
         rows.iter()
             .map(|r| {
+                // Bytes (a private key) or text (a TOTP secret, a webhook secret).
+                let plaintext = if kind.plaintext_is_bytes() {
+                    Zeroizing::new(get::<Vec<u8>>(r, 1)?)
+                } else {
+                    Zeroizing::new(get::<String>(r, 1)?.into_bytes())
+                };
                 Ok(PlaintextSecret {
                     id: get(r, 0)?,
-                    plaintext: Zeroizing::new(get(r, 1)?),
+                    plaintext,
                 })
             })
             .collect()
@@ -46,9 +54,16 @@ impl SealedSecretStore for SqliteStore {
     ) -> Result<u64> {
         // Fixed table and column names (`SealedKind::columns`), never input.
         let (table, plain, pre) = kind.columns();
+        let id = kind.id_column();
+        // Cleared to the empty value of the column's type (STRICT tables check it).
+        let empty = if kind.plaintext_is_bytes() {
+            "X''"
+        } else {
+            "''"
+        };
         let sql = format!(
-            "UPDATE {table} SET {plain} = '', {pre}_ciphertext = ?, {pre}_wrapped_key = ?, \
-             {pre}_master_key_id = ? WHERE id = ? AND {pre}_ciphertext IS NULL"
+            "UPDATE {table} SET {plain} = {empty}, {pre}_ciphertext = ?, {pre}_wrapped_key = ?, \
+             {pre}_master_key_id = ? WHERE {id} = ? AND {pre}_ciphertext IS NULL"
         );
         let mut tx = self.begin_write().await?;
         let mut n = 0;
@@ -78,9 +93,10 @@ impl SealedSecretStore for SqliteStore {
     ) -> Result<Vec<SealedSecret>> {
         // Fixed table and column names (`SealedKind::columns`), never input.
         let (table, _, pre) = kind.columns();
+        let id = kind.id_column();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id, {pre}_ciphertext, {pre}_wrapped_key, {pre}_master_key_id FROM {table} \
-             WHERE {pre}_master_key_id <> ? ORDER BY id LIMIT ?"
+            "SELECT {id}, {pre}_ciphertext, {pre}_wrapped_key, {pre}_master_key_id FROM {table} \
+             WHERE {pre}_master_key_id <> ? ORDER BY {id} LIMIT ?"
         )))
         .bind(current_key_id)
         .bind(i64::from(limit))
@@ -109,9 +125,10 @@ impl SealedSecretStore for SqliteStore {
     ) -> Result<u64> {
         // Fixed table and column names (`SealedKind::columns`), never input.
         let (table, _, pre) = kind.columns();
+        let id = kind.id_column();
         let sql = format!(
             "UPDATE {table} SET {pre}_wrapped_key = ?, {pre}_master_key_id = ? \
-             WHERE id = ? AND {pre}_master_key_id = ?"
+             WHERE {id} = ? AND {pre}_master_key_id = ?"
         );
         let mut tx = self.begin_write().await?;
         let mut n = 0;

@@ -8,13 +8,15 @@ use zeroize::Zeroizing;
 
 use super::{SqliteStore, from_micros, get, insert_audit, map_err, micros};
 use crate::Result;
+use crate::sealed_secrets::sealed_from_row;
 use crate::tokens::{SigningKeyRecord, TokenStore};
 
 #[async_trait]
 impl TokenStore for SqliteStore {
     async fn signing_keys(&self, retired_after: Timestamp) -> Result<Vec<SigningKeyRecord>> {
         let rows = sqlx::query(
-            "SELECT kid, public_key, private_key, created_at, retired_at FROM signing_keys \
+            "SELECT kid, public_key, private_key, created_at, retired_at, private_key_ciphertext, \
+             private_key_wrapped_key, private_key_master_key_id FROM signing_keys \
              WHERE retired_at IS NULL OR retired_at > ? ORDER BY created_at DESC, kid DESC",
         )
         .bind(micros(retired_after))
@@ -30,6 +32,12 @@ impl TokenStore for SqliteStore {
                     private_key: Zeroizing::new(row.try_get(2).map_err(map_err)?),
                     created_at: from_micros(get(row, 3)?, "created_at")?,
                     retired_at: retired.map(|v| from_micros(v, "retired_at")).transpose()?,
+                    sealed_private_key: sealed_from_row(
+                        get(row, 5)?,
+                        get(row, 6)?,
+                        get(row, 7)?,
+                        "signing_keys.private_key_*",
+                    )?,
                 })
             })
             .collect()
@@ -41,6 +49,13 @@ impl TokenStore for SqliteStore {
         now: Timestamp,
         audit: &AuditEntry,
     ) -> Result<()> {
+        // A sealed private key is never also kept in the clear.
+        let sealed = new.sealed_private_key.as_ref();
+        let plaintext: &[u8] = if sealed.is_some() {
+            &[]
+        } else {
+            &new.private_key[..]
+        };
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
             .bind(micros(now))
@@ -48,13 +63,17 @@ impl TokenStore for SqliteStore {
             .await
             .map_err(map_err)?;
         sqlx::query(
-            "INSERT INTO signing_keys (kid, public_key, private_key, created_at, retired_at) \
-             VALUES (?, ?, ?, ?, NULL)",
+            "INSERT INTO signing_keys (kid, public_key, private_key, created_at, retired_at, \
+             private_key_ciphertext, private_key_wrapped_key, private_key_master_key_id) \
+             VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",
         )
         .bind(&new.kid)
         .bind(&new.public_key)
-        .bind(&new.private_key[..])
+        .bind(plaintext)
         .bind(micros(new.created_at))
+        .bind(sealed.map(|s| &s.ciphertext))
+        .bind(sealed.map(|s| &s.wrapped_key))
+        .bind(sealed.map(|s| &s.master_key_id))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
