@@ -24,7 +24,9 @@
 //! `usage_key_scopes`, and none after it is (tested by
 //! `rollups_lost_to_a_crash_are_recounted_on_opening`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use foldhash::fast::RandomState;
 use std::time::{Duration, Instant};
 
 use keyward_core::VerifyCode;
@@ -53,16 +55,18 @@ pub(crate) const SET_WATERMARK: &str =
 /// A rollup row: granularity, bucket start (µs), key and outcome.
 type RollupKey = (Bucket, i64, Uuid, VerifyCode);
 
-/// Counts of events already inserted, not yet written. Hash maps, added to event by
-/// event (no per-batch intermediate map), sorted only when written, so that SQLite
-/// walks its B-trees in order.
+/// Counts of events already inserted, not yet written: per key, outcome and minute (one
+/// hash lookup per event; the hour and day rows are summed from the minutes when
+/// written), and each key's exercised scopes. Sorted only when written, so that SQLite
+/// walks its B-trees in order. Hashed with foldhash: the keys are ids of stored keys,
+/// which a client cannot choose.
 #[derive(Debug, Default)]
 pub(crate) struct PendingRollups {
-    /// Rollup row → (identity, count).
-    rollups: HashMap<RollupKey, (Uuid, i64)>,
+    /// (key, outcome, minute start µs) → (identity, count).
+    minutes: HashMap<(Uuid, VerifyCode, i64), (Uuid, i64), RandomState>,
     /// Key → its exercised scopes and their latest use (a key has few scopes: a scan
     /// of a short list, and a scope name is copied only the first time it is seen).
-    uses: HashMap<Uuid, Vec<(String, Timestamp)>>,
+    uses: HashMap<Uuid, Vec<(String, Timestamp)>, RandomState>,
     use_rows: usize,
     /// The rowid of the last event counted here.
     through_rowid: i64,
@@ -82,7 +86,8 @@ impl PendingRollups {
 
     /// Whether, with `events` added, the counts are due to be written.
     pub(crate) fn due_with(&self, events: &[UsageEvent]) -> bool {
-        self.aged() || self.rollups.len() + self.use_rows + 4 * events.len() > MAX_PENDING_ROWS
+        // A minute row becomes up to three rollup rows.
+        self.aged() || 3 * self.minutes.len() + self.use_rows + 4 * events.len() > MAX_PENDING_ROWS
     }
 
     /// Adds the counts of `events`, inserted up to `through_rowid`: as
@@ -91,13 +96,11 @@ impl PendingRollups {
     pub(crate) fn add(&mut self, events: &[UsageEvent], through_rowid: i64) {
         for e in events {
             if let (Some(key), Some(identity)) = (e.key_id, e.identity_id) {
-                let at = e.at.timestamp_micros();
-                for b in Bucket::ALL {
-                    self.rollups
-                        .entry((b, b.start_micros(at), key, e.code))
-                        .or_insert((identity, 0))
-                        .1 += 1;
-                }
+                let minute = Bucket::Minute.start_micros(e.at.timestamp_micros());
+                self.minutes
+                    .entry((key, e.code, minute))
+                    .or_insert((identity, 0))
+                    .1 += 1;
             }
             let Some(key) = e.key_id.filter(|_| e.code == VerifyCode::Valid) else {
                 continue;
@@ -123,8 +126,7 @@ impl PendingRollups {
     /// Writes the pending counts and the watermark into `tx` (the caller clears them
     /// once `tx` commits).
     pub(crate) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        let mut rollups: Vec<_> = self.rollups.iter().map(|(k, v)| (*k, *v)).collect();
-        rollups.sort_unstable_by_key(|(k, _)| *k);
+        let rollups = self.rollup_rows();
         let mut uses: Vec<(Uuid, &str, Timestamp)> = self
             .uses
             .iter()
@@ -134,6 +136,19 @@ impl PendingRollups {
         write_counts(tx, rollups.into_iter(), uses.into_iter())?;
         tx.execute(SET_WATERMARK, [self.through_rowid])?;
         Ok(())
+    }
+
+    /// The minute, hour and day rows the pending minutes add to, in key order.
+    fn rollup_rows(&self) -> BTreeMap<RollupKey, (Uuid, i64)> {
+        let mut rows = BTreeMap::new();
+        for (&(key, code, minute), &(identity, n)) in &self.minutes {
+            for b in Bucket::ALL {
+                rows.entry((b, b.start_micros(minute), key, code))
+                    .or_insert((identity, 0))
+                    .1 += n;
+            }
+        }
+        rows
     }
 
     pub(crate) fn clear(&mut self) {
@@ -225,9 +240,7 @@ mod tests {
         for (n, batch) in all.chunks(64).enumerate() {
             pending.add(batch, n as i64);
         }
-        let mut rollups: Vec<_> = pending.rollups.iter().map(|(k, v)| (*k, *v)).collect();
-        rollups.sort_unstable_by_key(|(k, _)| *k);
-        assert_eq!(rollups, rollup_rows(&all).into_iter().collect::<Vec<_>>());
+        assert_eq!(pending.rollup_rows(), rollup_rows(&all));
         let mut uses: Vec<_> = pending
             .uses
             .iter()
