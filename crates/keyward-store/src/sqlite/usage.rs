@@ -363,6 +363,7 @@ impl UsageStore for SqliteStore {
         until: Timestamp,
         limit: u32,
     ) -> Result<Vec<KeyRecord>> {
+        self.settle_rollups().await?;
         let rows = sqlx::query(concat!(
             "SELECT ",
             key_cols!(),
