@@ -88,6 +88,17 @@ impl UsageIngest {
         Ok(conn)
     }
 
+    /// The ingestion connection, opened if there is none (first use, or after a failure).
+    fn connection<'c>(
+        &self,
+        slot: &'c mut Option<Connection>,
+    ) -> rusqlite::Result<&'c mut Connection> {
+        match slot {
+            Some(c) => Ok(c),
+            None => Ok(slot.insert(self.open()?)),
+        }
+    }
+
     /// Writes one batch in one durable transaction; its rollups and scope uses join the
     /// pending counts, all written in this transaction when they are due. The caller
     /// holds the write permit.
@@ -95,12 +106,9 @@ impl UsageIngest {
         let mut ingest = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let Ingest { conn, pending } = &mut *ingest;
         let settle = !self.defers() || pending.due_with(events);
-        let written = match conn {
-            Some(c) => write_batch(c, events, settle.then_some(&*pending)),
-            None => self
-                .open()
-                .and_then(|c| write_batch(conn.insert(c), events, settle.then_some(&*pending))),
-        };
+        let written = self
+            .connection(conn)
+            .and_then(|c| write_batch(c, events, settle.then_some(&*pending)));
         match written {
             Ok(_) if settle => pending.clear(),
             Ok(through_rowid) => pending.add(events, through_rowid),
@@ -127,10 +135,7 @@ impl UsageIngest {
         if pending.is_empty() || (only_aged && !pending.aged()) {
             return Ok(());
         }
-        let written = match conn {
-            Some(c) => settle(c, pending),
-            None => self.open().and_then(|c| settle(conn.insert(c), pending)),
-        };
+        let written = self.connection(conn).and_then(|c| settle(c, pending));
         if let Err(e) = written {
             *conn = None;
             return Err(unavailable(e));

@@ -71,22 +71,7 @@ pub async fn signing_keys_sealed(store: &dyn Store) {
         id: old.kid.clone(),
         sealed: sealed(2, "mk-a"),
     }];
-    let upgrade = audit("vault.seal_plaintext", kind.as_str());
-    assert_eq!(
-        store
-            .seal_plaintext_secrets(kind, &seal, &upgrade)
-            .await
-            .unwrap(),
-        1
-    );
-    // Once only: a row already sealed is left alone.
-    assert_eq!(
-        store
-            .seal_plaintext_secrets(kind, &seal, &upgrade)
-            .await
-            .unwrap(),
-        0
-    );
+    seals_once(store, kind, &seal).await;
     assert!(store.plaintext_secrets(kind, 10).await.unwrap().is_empty());
     let keys = store
         .signing_keys(now() - chrono::Duration::hours(1))
@@ -202,21 +187,7 @@ pub async fn admin_totp_sealed(store: &dyn Store) {
         id: old.id.to_string(),
         sealed: sealed(4, "mk-a"),
     }];
-    let upgrade = audit("vault.seal_plaintext", kind.as_str());
-    assert_eq!(
-        store
-            .seal_plaintext_secrets(kind, &seal, &upgrade)
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        store
-            .seal_plaintext_secrets(kind, &seal, &upgrade)
-            .await
-            .unwrap(),
-        0
-    );
+    seals_once(store, kind, &seal).await;
     assert!(store.plaintext_secrets(kind, 10).await.unwrap().is_empty());
     let got_old = store
         .admin_by_username(&old.username)
@@ -270,4 +241,19 @@ pub async fn admin_totp_sealed(store: &dyn Store) {
         .unwrap()
         .unwrap();
     assert_eq!(disabled.sealed_totp_secret, Some(sealed(3, "mk-a")));
+}
+
+/// Sealing a plaintext row takes once: the second time the row is already sealed and
+/// left alone.
+async fn seals_once(store: &dyn Store, kind: SealedKind, seal: &[SealedSecret]) {
+    let upgrade = audit("vault.seal_plaintext", kind.as_str());
+    for expected in [1, 0] {
+        assert_eq!(
+            store
+                .seal_plaintext_secrets(kind, seal, &upgrade)
+                .await
+                .unwrap(),
+            expected
+        );
+    }
 }
