@@ -79,6 +79,11 @@ impl PendingRollups {
         self.since.is_none()
     }
 
+    /// When the oldest pending count was added (`None`: nothing pending).
+    pub(crate) fn since(&self) -> Option<Instant> {
+        self.since
+    }
+
     /// Whether the oldest pending count has waited [`SETTLE_EVERY`].
     pub(crate) fn aged(&self) -> bool {
         self.since.is_some_and(|t| t.elapsed() >= SETTLE_EVERY)

@@ -446,7 +446,8 @@ impl SqliteStore {
         let Some(ingest) = &self.usage_ingest else {
             return Ok(());
         };
-        if !ingest.has_pending() {
+        // Checked before taking the write permit: the writer's tick asks every 200 ms.
+        if !ingest.has_pending(only_aged) {
             return Ok(());
         }
         let _permit = self.writer.acquire().await.map_err(map_err)?;

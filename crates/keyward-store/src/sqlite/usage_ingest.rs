@@ -20,13 +20,14 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use keyward_core::usage::UsageEvent;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::BUSY_TIMEOUT;
-use super::pending_rollups::{PendingRollups, SET_WATERMARK, UuidText, write_counts};
+use super::pending_rollups::{PendingRollups, SET_WATERMARK, SETTLE_EVERY, UuidText, write_counts};
 use crate::usage::{rollup_rows, scope_uses};
 use crate::{Result, StoreError};
 
@@ -38,8 +39,11 @@ const INSERT_EVENT: &str = "INSERT INTO usage_events \
 pub(crate) struct UsageIngest {
     path: PathBuf,
     conn: Mutex<Ingest>,
-    /// Whether counts are pending: readers settle only then, without taking the lock.
-    pending: AtomicBool,
+    /// When the oldest pending count was added, in ms since `created` plus one; 0: none
+    /// pending. Readers and the writer's tick look here without taking the lock (held
+    /// for a whole batch write) or the write permit.
+    pending_since: AtomicU64,
+    created: Instant,
     /// The lock that lets this process keep counts pending (`pending_rollups.rs`);
     /// `None`: another process holds it, so counts are written with each batch.
     defer_lock: Option<std::fs::File>,
@@ -66,7 +70,8 @@ impl UsageIngest {
         UsageIngest {
             path,
             conn: Mutex::new(Ingest::default()),
-            pending: AtomicBool::new(false),
+            pending_since: AtomicU64::new(0),
+            created: Instant::now(),
             defer_lock,
         }
     }
@@ -119,7 +124,7 @@ impl UsageIngest {
                 return Err(unavailable(e));
             }
         }
-        self.pending.store(!pending.is_empty(), Ordering::Release);
+        self.publish(pending);
         Ok(())
     }
 
@@ -127,7 +132,7 @@ impl UsageIngest {
     /// enough), so that a read of rollups sees every stored event. The caller holds the
     /// write permit.
     pub(crate) fn settle(&self, only_aged: bool) -> Result<()> {
-        if !self.pending.load(Ordering::Acquire) {
+        if !self.has_pending(only_aged) {
             return Ok(());
         }
         let mut ingest = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,13 +146,32 @@ impl UsageIngest {
             return Err(unavailable(e));
         }
         pending.clear();
-        self.pending.store(false, Ordering::Release);
+        self.publish(pending);
         Ok(())
     }
 
-    /// Whether counts are pending (a cheap check, without the lock).
-    pub(crate) fn has_pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
+    /// Whether counts are pending (`aged`: and have waited long enough to be due), a
+    /// cheap check without the lock.
+    pub(crate) fn has_pending(&self, aged: bool) -> bool {
+        match self.pending_since.load(Ordering::Acquire) {
+            0 => false,
+            since => {
+                !aged
+                    || self.millis(Instant::now()).saturating_sub(since)
+                        >= SETTLE_EVERY.as_millis() as u64
+            }
+        }
+    }
+
+    /// Tells [`has_pending`](Self::has_pending) what is pending now.
+    fn publish(&self, pending: &PendingRollups) {
+        let since = pending.since().map_or(0, |t| self.millis(t));
+        self.pending_since.store(since, Ordering::Release);
+    }
+
+    /// `t` in ms since this ingester was made, plus one (0 means "none").
+    fn millis(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.created).as_millis() as u64 + 1
     }
 }
 
