@@ -100,7 +100,9 @@ impl SigningKeys {
     pub async fn sign(&self, claims: &proto::TokenClaims) -> Result<(String, String), SignError> {
         let mut snap = self.fresh().await?;
         if snap.current.is_none() {
-            self.rotate(crate::now()).await?;
+            // Another node (or the jobs leader) may make the first key at the same time:
+            // exactly one wins, and everyone signs with that one.
+            self.rotate_from(None, crate::now()).await?;
             snap = self.reread().await?;
         }
         let (kid, key, _) = snap
@@ -151,6 +153,27 @@ impl SigningKeys {
     /// Makes a fresh key pair current (retiring the current one), audit-logged as done
     /// by `system`. Returns the new `kid`.
     pub async fn rotate(&self, now: Timestamp) -> Result<String, StoreError> {
+        loop {
+            let keys = self.store.signing_keys(now).await?;
+            let current = keys.iter().find(|k| k.retired_at.is_none());
+            if let Some(kid) = self
+                .rotate_from(current.map(|k| k.kid.as_str()), now)
+                .await?
+            {
+                return Ok(kid);
+            }
+            // Another node rotated between the read and the write: retire its key.
+        }
+    }
+
+    /// Makes a fresh key pair current if the current one is still `replacing` (`None`:
+    /// there is none). Returns the new `kid`, or `None` if another node rotated first
+    /// (its key is then current, and nothing was written).
+    async fn rotate_from(
+        &self,
+        replacing: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Option<String>, StoreError> {
         let mut record = generate(now);
         match self.vault.as_deref() {
             Some(vault) => {
@@ -174,10 +197,16 @@ impl SigningKeys {
             source_ip: None,
             detail: serde_json::json!({"kid": record.kid}),
         };
-        self.store.rotate_signing_key(&record, now, &audit).await?;
+        let rotated = self
+            .store
+            .rotate_signing_key(&record, replacing, now, &audit)
+            .await?;
         *self.snapshot.lock() = None;
+        if !rotated {
+            return Ok(None);
+        }
         tracing::info!(kid = %record.kid, "token signing key rotated");
-        Ok(record.kid)
+        Ok(Some(record.kid.clone()))
     }
 
     /// Rotates when the current key is `every` old or there is none (the jobs leader
@@ -185,14 +214,19 @@ impl SigningKeys {
     pub async fn rotate_if_due(&self, now: Timestamp, every: Duration) -> Result<bool, StoreError> {
         let keys = self.store.signing_keys(now).await?;
         let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
-        let due = match keys.iter().find(|k| k.retired_at.is_none()) {
+        let current = keys.iter().find(|k| k.retired_at.is_none());
+        let due = match current {
             None => true,
             Some(k) => k.created_at + every <= now,
         };
-        if due {
-            self.rotate(now).await?;
+        if !due {
+            return Ok(false);
         }
-        Ok(due)
+        // A node that made or rotated the key meanwhile has done the job.
+        Ok(self
+            .rotate_from(current.map(|k| k.kid.as_str()), now)
+            .await?
+            .is_some())
     }
 
     /// The digest of the key with this id (from the store once, then remembered);

@@ -50,15 +50,22 @@ pub trait TokenStore: Send + Sync + 'static {
     /// first one not retired is the current signing key.
     async fn signing_keys(&self, retired_after: Timestamp) -> Result<Vec<SigningKeyRecord>>;
 
-    /// In one transaction: retires every key not yet retired (`retired_at = now`) and
-    /// stores `new` as the current one, with the audit entry. A sealed private key is
-    /// stored sealed only (the plaintext column left empty).
+    /// Compare-and-set, in one transaction: if the current key (the one not retired) is
+    /// `replacing` (`None`: there is no current key), retires it (`retired_at = now`) and
+    /// stores `new` as the current one, with the audit entry, and returns `true`. If the
+    /// current key is another (a node rotated first), changes nothing and returns
+    /// `false`. A sealed private key is stored sealed only (the plaintext column left
+    /// empty).
+    ///
+    /// **Invariant:** at most one key is current, even when nodes race to make the first
+    /// one (a unique index backs this on both stores).
     async fn rotate_signing_key(
         &self,
         new: &SigningKeyRecord,
+        replacing: Option<&str>,
         now: Timestamp,
         audit: &AuditEntry,
-    ) -> Result<()>;
+    ) -> Result<bool>;
 
     /// Records the issue of a token (action `token.issue`); the token itself is never
     /// stored.

@@ -11,6 +11,9 @@ use crate::Result;
 use crate::sealed_secrets::sealed_from_row;
 use crate::tokens::{SigningKeyRecord, TokenStore};
 
+/// The unique index that keeps one signing key current (migration 0130).
+const ONE_CURRENT: &str = "signing_keys_one_current";
+
 #[async_trait]
 impl TokenStore for PgStore {
     async fn signing_keys(&self, retired_after: Timestamp) -> Result<Vec<SigningKeyRecord>> {
@@ -45,9 +48,10 @@ impl TokenStore for PgStore {
     async fn rotate_signing_key(
         &self,
         new: &SigningKeyRecord,
+        replacing: Option<&str>,
         now: Timestamp,
         audit: &AuditEntry,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         // A sealed private key is never also kept in the clear.
         let sealed = new.sealed_private_key.as_ref();
         let plaintext: &[u8] = if sealed.is_some() {
@@ -56,12 +60,21 @@ impl TokenStore for PgStore {
             &new.private_key[..]
         };
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        sqlx::query(
+        // Retiring the expected key takes its row lock: a node racing on the same key
+        // waits, then finds it retired and updates nothing.
+        let retired = sqlx::query(
+            "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND kid = $2",
+        )
+        .bind(now)
+        .bind(replacing)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if replacing.is_some() && retired != 1 {
+            return Ok(false);
+        }
+        let inserted = sqlx::query(
             "INSERT INTO signing_keys (kid, public_key, private_key, created_at, retired_at, \
              private_key_ciphertext, private_key_wrapped_key, private_key_master_key_id) \
              VALUES ($1, $2, $3, $4, NULL, $5, $6, $7)",
@@ -74,10 +87,19 @@ impl TokenStore for PgStore {
         .bind(sealed.map(|s| &s.wrapped_key))
         .bind(sealed.map(|s| &s.master_key_id))
         .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // Another node made a current key first: the one-current index refused
+            // this one (a kid clash stays an error).
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some(ONE_CURRENT) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(map_err(e)),
+        }
         insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
     }
 
     async fn record_token_issue(&self, audit: &AuditEntry) -> Result<()> {

@@ -46,9 +46,10 @@ impl TokenStore for SqliteStore {
     async fn rotate_signing_key(
         &self,
         new: &SigningKeyRecord,
+        replacing: Option<&str>,
         now: Timestamp,
         audit: &AuditEntry,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         // A sealed private key is never also kept in the clear.
         let sealed = new.sealed_private_key.as_ref();
         let plaintext: &[u8] = if sealed.is_some() {
@@ -56,7 +57,17 @@ impl TokenStore for SqliteStore {
         } else {
             &new.private_key[..]
         };
+        // Writers are serialised: what this transaction reads as current stays current
+        // until it commits.
         let mut tx = self.begin_write().await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE retired_at IS NULL")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        if current.as_deref() != replacing {
+            return Ok(false);
+        }
         sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
             .bind(micros(now))
             .execute(&mut *tx)
@@ -78,7 +89,8 @@ impl TokenStore for SqliteStore {
         .await
         .map_err(map_err)?;
         insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
     }
 
     async fn record_token_issue(&self, audit: &AuditEntry) -> Result<()> {

@@ -40,13 +40,23 @@ pub async fn signing_keys_sealed(store: &dyn Store) {
     // An old row, in the clear (bytes that are not valid UTF-8: a DER key is binary).
     let old = signing_key(&[0x30, 0xff, 0x00, 0x80], None);
     store
-        .rotate_signing_key(&old, now(), &audit("token.signing_key.rotate", &old.kid))
+        .rotate_signing_key(
+            &old,
+            None,
+            now(),
+            &audit("token.signing_key.rotate", &old.kid),
+        )
         .await
         .unwrap();
     // A new row, sealed: the plaintext handed in is not stored.
     let new = signing_key(&[0x30, 0x01], Some(sealed(1, "mk-a")));
     store
-        .rotate_signing_key(&new, now(), &audit("token.signing_key.rotate", &new.kid))
+        .rotate_signing_key(
+            &new,
+            Some(&old.kid),
+            now(),
+            &audit("token.signing_key.rotate", &new.kid),
+        )
         .await
         .unwrap();
     let keys = store
