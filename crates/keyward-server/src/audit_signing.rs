@@ -143,6 +143,7 @@ pub fn spawn_checkpoints(
     signer: Arc<CheckpointSigner>,
     leader: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
+    mut writers_stopped: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     // The embedded store has no election: its one process always signs.
     let alone = store.leadership().is_none();
@@ -151,16 +152,21 @@ pub fn spawn_checkpoints(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate: nothing to sign yet
         loop {
-            let stopping = tokio::select! {
-                _ = tick.tick() => false,
-                _ = shutdown.wait_for(|s| *s) => true,
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => break,
             };
             if alone || leader.load(Ordering::Relaxed) {
                 sign_once(&*store, &signer).await;
             }
-            if stopping {
-                break;
-            }
+        }
+        // Whether this node signs is decided now: the jobs task gives up leadership as
+        // it stops. What it signs is the head once every writer has stopped (a record
+        // appended after the last checkpoint would be an unsigned tail).
+        let leads = alone || leader.load(Ordering::Relaxed);
+        let _ = writers_stopped.wait_for(|s| *s).await;
+        if leads {
+            sign_once(&*store, &signer).await;
         }
     })
 }

@@ -64,6 +64,8 @@ async fn drain(store: &dyn Store, file: &mut std::fs::File, mut after: i64) -> a
 pub fn spawn(
     store: Arc<dyn Store>,
     path: PathBuf,
+    // Set once every task that appends to the log has stopped: the last drain then
+    // reaches the true end.
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let mut file = open_append(&path)

@@ -560,11 +560,21 @@ pub async fn start_with_parts(
         usage_stopped,
         usage_settings.alert_window,
     ));
+    // The audit log's readers take their last look only once every task that may
+    // append to it has stopped: the final checkpoint then signs the true head, and the
+    // stream ends with the last record.
+    let (writers_stop, writers_stopped) = tokio::sync::watch::channel(false);
     let checkpoints = security.audit_signer.clone().map(|signer| {
-        audit_signing::spawn_checkpoints(store.clone(), signer, jobs_leader.clone(), rx.clone())
+        audit_signing::spawn_checkpoints(
+            store.clone(),
+            signer,
+            jobs_leader.clone(),
+            rx.clone(),
+            writers_stopped.clone(),
+        )
     });
     let stream = match security.audit_log_file.clone() {
-        Some(path) => Some(audit_stream::spawn(store.clone(), path, rx.clone())?),
+        Some(path) => Some(audit_stream::spawn(store.clone(), path, writers_stopped)?),
         None => None,
     };
     let flusher = tokio::spawn(verifier::flush_last_used(store, last_used, rx.clone()));
@@ -618,6 +628,7 @@ pub async fn start_with_parts(
         }
         deliveries.await.context("webhook delivery")?;
         vault_jobs.await.context("vault jobs")?;
+        let _ = writers_stop.send(true);
         if let Some(c) = checkpoints {
             c.await.context("audit checkpoints")?;
         }
