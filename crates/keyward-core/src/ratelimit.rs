@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use gcra::{GcraError, GcraState, RateLimit};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RateLimitSpec {
@@ -89,13 +90,26 @@ pub struct Allowance {
 }
 
 /// The live state of every limit of one key.
+///
+/// What every call reads (each limit's GCRA parameters and state) is kept inline, for
+/// up to [`INLINE_LIMITS`] limits: with a large key set a verification then finds its
+/// limiter in one cache miss rather than one per vector. The names, read only to
+/// explain a refusal, stay in `specs`.
 #[derive(Debug, Clone)]
 pub struct KeyLimiter {
     specs: Vec<RateLimitSpec>,
     /// Parallel to `specs`.
-    limits: Vec<RateLimit>,
-    /// Parallel to `specs`.
-    states: Vec<GcraState>,
+    live: SmallVec<[LiveLimit; INLINE_LIMITS]>,
+}
+
+/// Limits kept inline in a [`KeyLimiter`]; a key with more spills them to the heap.
+pub const INLINE_LIMITS: usize = 2;
+
+/// One limit as checked on every call.
+#[derive(Debug, Clone)]
+struct LiveLimit {
+    gcra: RateLimit,
+    state: GcraState,
 }
 
 /// The GCRA parameters of a spec.
@@ -121,8 +135,13 @@ impl KeyLimiter {
     pub fn new(specs: &[RateLimitSpec]) -> KeyLimiter {
         KeyLimiter {
             specs: specs.to_vec(),
-            limits: specs.iter().map(gcra_limit).collect(),
-            states: vec![GcraState::default(); specs.len()],
+            live: specs
+                .iter()
+                .map(|spec| LiveLimit {
+                    gcra: gcra_limit(spec),
+                    state: GcraState::default(),
+                })
+                .collect(),
         }
     }
 
@@ -132,10 +151,10 @@ impl KeyLimiter {
 
     /// Whether a call at `now` would pass every limit, without consuming anything.
     pub fn peek(&self, now: Instant) -> Result<(), Denied> {
-        for i in 0..self.specs.len() {
+        for (i, live) in self.live.iter().enumerate() {
             // `GcraState` is `Copy`: the check runs on a copy and the live state is untouched.
-            let mut state = self.states[i];
-            if let Err(e) = state.check_and_modify_at(&self.limits[i], now, 1) {
+            let mut state = live.state;
+            if let Err(e) = state.check_and_modify_at(&live.gcra, now, 1) {
                 return Err(self.denied(i, e, now));
             }
         }
@@ -145,15 +164,15 @@ impl KeyLimiter {
     /// Consumes one call from every limit if all allow it; otherwise consumes nothing and
     /// names the first limit that refused. `Ok(None)` when the key has no limits.
     pub fn acquire(&mut self, now: Instant) -> Result<Option<Allowance>, Denied> {
-        if self.specs.is_empty() {
+        if self.live.is_empty() {
             return Ok(None);
         }
         // Check on copies first; the check is a pure function of (state, limit, now), so the
         // commit below repeats exactly what succeeded here, and nothing is consumed unless
         // every limit agrees.
         self.peek(now)?;
-        for (state, limit) in self.states.iter_mut().zip(&self.limits) {
-            let committed = state.check_and_modify_at(limit, now, 1);
+        for LiveLimit { gcra, state } in &mut self.live {
+            let committed = state.check_and_modify_at(gcra, now, 1);
             debug_assert!(committed.is_ok(), "peek passed, so the commit must");
         }
         Ok(Some(self.allowance(now)))
@@ -161,25 +180,27 @@ impl KeyLimiter {
 
     /// Gives back one call taken by `acquire` (used when a later check refuses the call).
     pub fn release(&mut self, now: Instant) {
-        for (state, limit) in self.states.iter_mut().zip(&self.limits) {
+        for LiveLimit { gcra, state } in &mut self.live {
             // `revert_at` only fails for a cost the limit can never allow; ours is 1.
-            let _ = state.revert_at(limit, now, 1);
+            let _ = state.revert_at(gcra, now, 1);
         }
     }
 
     /// The limit with the fewest calls left at `now` (on a tie, the one that takes longest
     /// to refill).
     fn allowance(&self, now: Instant) -> Allowance {
-        let (i, remaining, reset_after) = (0..self.specs.len())
-            .map(|i| {
-                let (remaining, reset_after) = remaining_at(&self.limits[i], &self.states[i], now);
+        let (i, remaining, reset_after) = (self.live.iter().enumerate())
+            .map(|(i, live)| {
+                let (remaining, reset_after) = remaining_at(&live.gcra, &live.state, now);
                 (i, remaining, reset_after)
             })
             .min_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
             .expect("at least one limit");
         Allowance {
             index: i,
-            limit: self.specs[i].limit,
+            // The GCRA limit is the spec's (clamped to at least 1, which `validate`
+            // requires anyway): no need to touch the specs on an accepted call.
+            limit: self.live[i].gcra.resource_limit,
             remaining,
             reset_after,
         }

@@ -5,6 +5,7 @@
 //! authorisation and field mapping: the decisions live in `keyward-core`, the data in the
 //! `Store`. A PostgreSQL store or a gateway reuses them unchanged.
 
+pub mod allocator;
 pub mod anomalies;
 pub mod audit_signing;
 pub mod audit_stream;

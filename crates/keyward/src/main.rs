@@ -32,6 +32,8 @@ use crate::error::CliError;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Before any thread exists (see the function's safety note).
+    keyward_server::allocator::prefer_huge_pages();
     // Usage errors exit 2, --help and --version 0 (clap's defaults).
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
