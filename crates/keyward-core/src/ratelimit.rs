@@ -189,7 +189,10 @@ impl KeyLimiter {
     /// The limit with the fewest calls left at `now` (on a tie, the one that takes longest
     /// to refill).
     fn allowance(&self, now: Instant) -> Allowance {
-        let (i, remaining, reset_after) = (self.live.iter().enumerate())
+        let (i, remaining, reset_after) = self
+            .live
+            .iter()
+            .enumerate()
             .map(|(i, live)| {
                 let (remaining, reset_after) = remaining_at(&live.gcra, &live.state, now);
                 (i, remaining, reset_after)

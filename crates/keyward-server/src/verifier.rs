@@ -41,7 +41,8 @@ const LAST_USED_RESOLUTION_MICROS: i64 = 4_000_000;
 ///
 /// `repr(C)` keeps the declared order: the fields every warm verification reads come
 /// first, next to the `Arc`'s counts, so that with a large key set (where each entry is
-/// a cache miss) they span two cache lines rather than the whole struct.
+/// a cache miss) they lie within the first 128 bytes rather than across the whole
+/// struct.
 #[derive(Debug)]
 #[repr(C)]
 pub struct CachedKey {
@@ -787,7 +788,7 @@ mod layout_tests {
     use super::*;
 
     /// What a warm verification reads of a cached key, with the `Arc`'s two counts in
-    /// front (16 bytes), fits in two 64-byte cache lines.
+    /// front (16 bytes), lies within the first 128 bytes (two cache lines' worth).
     #[test]
     fn the_hot_fields_of_a_cached_key_span_two_cache_lines() {
         let hot_end = std::mem::offset_of!(CachedKey, quota_exhausted) + 1;
