@@ -6,6 +6,7 @@
 #
 #   bench/load.sh                      # KEYS=20000 DURATION=15 CONNS=32
 #   KEYS=5000 DURATION=5 bench/load.sh
+#   KEYWARD_BIN=/tmp/keyward-before bench/load.sh   # measure another build (A/B runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYS=${KEYS:-20000}
@@ -15,7 +16,10 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
-cargo build --release -q -p keyward
+if [ -z "${KEYWARD_BIN:-}" ]; then
+  cargo build --release -q -p keyward
+  KEYWARD_BIN=target/release/keyward
+fi
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -27,7 +31,7 @@ base="http://127.0.0.1:$port"
 [ "${USAGE:-on}" = off ] && export KEYWARD_BENCH_USAGE_RECORDING=off
 [ "${DETECTION:-on}" = off ] && export KEYWARD_ANOMALY_DETECTION=off
 TOKIO_WORKER_THREADS=1 KEYWARD_LOG=warn taskset -c "$SERVER_CPU" \
-  target/release/keyward serve --listen "127.0.0.1:$port" --data-dir "$work/data" 2>"$work/serve.log" &
+  "$KEYWARD_BIN" serve --listen "127.0.0.1:$port" --data-dir "$work/data" 2>"$work/serve.log" &
 server=$!
 for _ in $(seq 200); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.05; done
 root=$(awk '/root key:/ {print $3}' "$work/serve.log")
