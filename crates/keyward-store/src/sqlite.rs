@@ -165,6 +165,14 @@ impl SqliteStore {
                 "usage rollups recounted for events stored before the last stop"
             );
         }
+        // After the recount: every block is counted before the conversion adds its own.
+        let converted = store.convert_event_rows().await?;
+        if converted > 0 {
+            tracing::info!(
+                events = converted,
+                "usage events of an earlier version moved into event blocks"
+            );
+        }
         Ok(store)
     }
 
@@ -366,6 +374,7 @@ macro_rules! key_by_digest {
 }
 
 // After the macros it uses.
+mod event_blocks;
 mod sync_read;
 mod usage_ingest;
 

@@ -35,5 +35,6 @@ on_both_stores!(
     record_with_the_cursor_and_finish_once,
     list_filters_and_pages,
     usage_events_read_back_in_time_order,
+    usage_events_page_through_large_and_late_batches,
     policies_round_trip,
 );

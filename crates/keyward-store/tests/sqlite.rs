@@ -261,3 +261,114 @@ async fn rollups_lost_to_a_crash_are_recounted_on_opening() {
     let again = SqliteStore::open(&data).await.unwrap();
     assert_eq!(counted(&again, Bucket::Minute).await, 30);
 }
+
+/// Usage events stored one row each by versions before event blocks (migration 0140)
+/// move into blocks when the store opens: none lost, none counted twice, those whose
+/// counts a crash lost counted once, and every read finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_rows_of_an_earlier_version_move_into_blocks() {
+    use keyward_core::usage::Bucket;
+    use keyward_store::UsageStore;
+    use keyward_store::anomalies::AnomalyStore;
+    use keyward_store::usage::UsageSubject;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = SqliteStore::open(&data).await.unwrap();
+    let i = testkit::identity("legacy");
+    store
+        .create_identity(&i, &testkit::audit("identity.create", i.id))
+        .await
+        .unwrap();
+    let k = testkit::key(i.id);
+    store
+        .create_key(&k, &testkit::audit("key.create", k.id))
+        .await
+        .unwrap();
+    store.close().await;
+    drop(store);
+
+    // What the earlier version left: 10 rows, the first 6 counted (rollups written,
+    // the watermark on row 6), the last 4 not (it crashed before counting them).
+    let now = keyward_core::time::truncate(chrono::Utc::now());
+    let at = now.timestamp_micros();
+    {
+        let db = rusqlite::Connection::open(data.join("keyward.db")).unwrap();
+        for n in 0..10i64 {
+            db.execute(
+                "INSERT INTO usage_events (at, key_id, identity_id, code, ip, scopes, \
+                 latency_us, tags) VALUES (?1, ?2, ?3, 'VALID', '10.9.8.7', 'orders:read', \
+                 ?4, ?5)",
+                rusqlite::params![
+                    at - 1000 * n,
+                    k.id.to_string(),
+                    i.id.to_string(),
+                    n,
+                    (n == 3).then_some(r#"{"job":"nightly"}"#),
+                ],
+            )
+            .unwrap();
+        }
+        for bucket in [Bucket::Minute, Bucket::Hour, Bucket::Day] {
+            db.execute(
+                "INSERT INTO usage_rollups (granularity, start, key_id, identity_id, code, \
+                 count) VALUES (?1, ?2, ?3, ?4, 'VALID', 6)",
+                rusqlite::params![
+                    bucket.as_str(),
+                    bucket.start_micros(at),
+                    k.id.to_string(),
+                    i.id.to_string()
+                ],
+            )
+            .unwrap();
+        }
+        db.execute(
+            "UPDATE usage_rollup_watermark SET through_rowid = 6 WHERE id = 1",
+            [],
+        )
+        .unwrap();
+    }
+
+    let store = SqliteStore::open(&data).await.unwrap();
+    let (from, to) = (
+        now - chrono::Duration::days(1),
+        now + chrono::Duration::days(1),
+    );
+    for bucket in [Bucket::Minute, Bucket::Hour, Bucket::Day] {
+        let counts = store
+            .usage_counts(UsageSubject::Key(k.id), bucket, from, to)
+            .await
+            .unwrap();
+        assert_eq!(
+            counts.iter().map(|c| c.count).sum::<u64>(),
+            10,
+            "{bucket:?}"
+        );
+    }
+    let events = store.usage_events_after(from, to, 100).await.unwrap();
+    assert_eq!(events.len(), 10);
+    assert!(events.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!(events[9].at.timestamp_micros(), at);
+    assert_eq!(events[6].tags.as_ref().unwrap()["job"], "nightly");
+    assert_eq!(events[0].scopes, vec!["orders:read".to_string()]);
+    let top = store.top_sources(None, from, to, 5).await.unwrap();
+    assert_eq!((top[0].ip.as_str(), top[0].count), ("10.9.8.7", 10));
+    let sources = store.key_sources_since(k.id, from, 10).await.unwrap();
+    assert_eq!(sources.iter().map(|s| s.count).sum::<u64>(), 10);
+    store.close().await;
+    drop(store);
+
+    // Nothing left to move, nothing counted again.
+    let db = rusqlite::Connection::open(data.join("keyward.db")).unwrap();
+    let rows: i64 = db
+        .query_row("SELECT count(*) FROM usage_events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0);
+    drop(db);
+    let store = SqliteStore::open(&data).await.unwrap();
+    let counts = store
+        .usage_counts(UsageSubject::Key(k.id), Bucket::Day, from, to)
+        .await
+        .unwrap();
+    assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 10);
+}

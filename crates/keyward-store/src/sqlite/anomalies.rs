@@ -11,6 +11,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
+use super::event_blocks::{self, MAX_SPAN_MICROS};
+use super::usage::{BLOCK_PAGE, BLOCKS_PER_PAGE};
 use super::{
     Cols, SqliteStore, get, get_opt_uuid, get_time, get_uuid, id_text, insert_audit, map_err,
     micros, to_json,
@@ -46,15 +48,8 @@ fn anomaly_from_row(r: &SqliteRow) -> Result<StoredAnomaly> {
     })
 }
 
-/// The tail's page: usage events in a time range, oldest first.
-const EVENTS_AFTER: &str = "SELECT at, key_id, identity_id, code, ip, scopes, latency_us, tags \
-     FROM usage_events WHERE at > ? AND at <= ? ORDER BY at LIMIT ?";
-
-fn event_from_row(r: &impl Cols) -> Result<UsageEvent> {
-    event_from_row_at(r, 0)
-}
-
-/// A usage event from its eight columns, the first at `i`.
+/// A usage event from the eight columns of a `usage_events` row (rows that versions
+/// before event blocks stored), the first at `i`.
 pub(super) fn event_from_row_at(r: &impl Cols, i: usize) -> Result<UsageEvent> {
     EventCols {
         at: get_time(r, i, "usage_events.at")?,
@@ -86,48 +81,92 @@ impl AnomalyStore for SqliteStore {
         until: Timestamp,
         limit: u32,
     ) -> Result<Vec<UsageEvent>> {
-        let (after, until, limit) = (micros(after), micros(until), i64::from(limit));
-        // Read on this thread, not row by row through sqlx's connection thread: through
-        // sqlx the tail cost ~14 µs of the node's CPU per event (bench/load.sh), on the
-        // node that also serves verify.
+        let (after, until, limit) = (micros(after), micros(until), limit as usize);
+        let start = (after.saturating_sub(MAX_SPAN_MICROS + 1), i64::MAX);
+        let to = until.saturating_add(1);
+        // Read on this thread, not through sqlx's connection thread: through sqlx the
+        // tail cost ~14 µs of the node's CPU per event (bench/load.sh), on the node that
+        // also serves verify.
         if let Some(sync) = &self.sync_reader {
             let read = super::usage::run_blocking(|| {
                 sync.read(|conn| {
-                    let mut stmt = conn.prepare_cached(EVENTS_AFTER)?;
-                    let mut rows = stmt.query(rusqlite::params![after, until, limit])?;
-                    let mut events = Vec::new();
-                    while let Some(row) = rows.next()? {
-                        match event_from_row(row) {
-                            Ok(e) => events.push(e),
-                            Err(e) => return Ok(Err(e)),
-                        }
+                    let mut stmt = conn.prepare_cached(BLOCK_PAGE)?;
+                    let mut failed = None;
+                    let events = event_blocks::events_after(after, until, limit, |last| {
+                        let (first_at, id) = last.unwrap_or(start);
+                        let page = stmt
+                            .query_map(rusqlite::params![first_at, id, to, BLOCKS_PER_PAGE], |r| {
+                                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                            })
+                            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+                        page.or_else(|e| {
+                            failed = Some(e);
+                            Ok(Vec::new())
+                        })
+                    });
+                    match failed {
+                        Some(e) => Err(e),
+                        None => Ok(events),
                     }
-                    Ok(Ok(events))
                 })
             });
             if let Some(answer) = read {
                 return answer;
             }
         }
-        let rows = sqlx::query(EVENTS_AFTER)
-            .bind(after)
-            .bind(until)
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_err)?;
-        rows.iter().map(event_from_row).collect()
+        let mut pages = Vec::new();
+        let mut last = start;
+        loop {
+            let page = self.block_page(last, to).await?;
+            let Some(&(id, first_at, _)) = page.last() else {
+                break;
+            };
+            last = (first_at, id);
+            pages.push(page);
+        }
+        let mut pages = pages.into_iter();
+        event_blocks::events_after(after, until, limit, |_| {
+            Ok(pages.next().unwrap_or_default())
+        })
     }
 
     async fn count_usage_events_after(&self, after: Timestamp, until: Timestamp) -> Result<u64> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM usage_events WHERE at > ? AND at <= ?")
-                .bind(micros(after))
-                .bind(micros(until))
-                .fetch_one(&self.reader)
-                .await
-                .map_err(map_err)?;
-        Ok(n.max(0) as u64)
+        let (after, until) = (micros(after), micros(until));
+        // Blocks wholly inside the range count as stored; the few at its edges are read.
+        let inside: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(count), 0) FROM usage_event_blocks \
+             WHERE first_at > ? AND last_at <= ?",
+        )
+        .bind(after)
+        .bind(until)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let edges = sqlx::query(
+            "SELECT first_at, events FROM usage_event_blocks \
+             WHERE first_at > ?1 AND first_at <= ?2 AND NOT (first_at > ?3 AND last_at <= ?4)",
+        )
+        .bind(after.saturating_sub(MAX_SPAN_MICROS + 1))
+        .bind(until)
+        .bind(after)
+        .bind(until)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let mut n = inside.max(0) as u64;
+        let mut evs = Vec::new();
+        for r in &edges {
+            let bytes: Vec<u8> = get(r, 1)?;
+            evs.clear();
+            event_blocks::events(
+                get(r, 0)?,
+                &bytes,
+                |at, _, _| at > after && at <= until,
+                &mut evs,
+            )?;
+            n += evs.len() as u64;
+        }
+        Ok(n)
     }
 
     async fn record_anomalies(

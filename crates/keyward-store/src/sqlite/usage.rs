@@ -3,6 +3,7 @@
 //! aggregated in memory first so each (bucket, key, code) costs one upsert per batch.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Sqlite};
@@ -11,11 +12,12 @@ use uuid::Uuid;
 use keyward_core::model::{AuditEntry, KeyRecord};
 use keyward_core::posture::KeyUsage;
 use keyward_core::time::Timestamp;
-use keyward_core::usage::{Bucket, UsageEvent};
+use keyward_core::usage::{Bucket, UsageEvent, UsageTags};
 
+use super::event_blocks::{self, MAX_SPAN_MICROS, StoredBlock};
 use super::{
     SqliteStore, get, get_time, get_uuid, id_text, identity_from_row, insert_audit, key_from_row,
-    map_err, micros, to_json,
+    map_err, micros,
 };
 use crate::Result;
 use crate::usage::{
@@ -26,6 +28,8 @@ use crate::usage::{
 /// Rows per `INSERT` statement: 8 columns × 1000 stays far below SQLite's limit of
 /// 32,766 bound parameters.
 const ROWS_PER_INSERT: usize = 1000;
+/// Event blocks read at a time (each up to 4,096 events).
+pub(super) const BLOCKS_PER_PAGE: i64 = 16;
 
 /// Runs a short blocking job (a batch of inserts and one fsync) from async code: under
 /// `block_in_place` on a multi-threaded runtime, so the worker's other tasks move to
@@ -48,6 +52,24 @@ fn subject_filter(q: &mut QueryBuilder<Sqlite>, subject: Option<UsageSubject>) {
         }
         None => {}
     }
+}
+
+/// Stores `events` as event blocks (`event_blocks.rs`) through sqlx.
+async fn insert_blocks(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    events: &[UsageEvent],
+) -> Result<()> {
+    for b in event_blocks::blocks(events)? {
+        sqlx::query(super::usage_ingest::INSERT_BLOCK)
+            .bind(b.first_at)
+            .bind(b.last_at)
+            .bind(b.count)
+            .bind(b.bytes)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(())
 }
 
 /// Adds the rollup counts and scope uses of `events` (upserts: counts add up, last uses
@@ -108,32 +130,12 @@ impl UsageStore for SqliteStore {
             return run_blocking(|| ingest.write(events));
         }
         let mut tx = self.begin_write().await?;
-        for chunk in events.chunks(ROWS_PER_INSERT) {
-            let mut tags = Vec::with_capacity(chunk.len());
-            for e in chunk {
-                tags.push(e.tags.as_ref().map(to_json).transpose()?);
-            }
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO usage_events \
-                 (at, key_id, identity_id, code, ip, scopes, latency_us, tags) ",
-            );
-            q.push_values(chunk.iter().zip(tags), |mut b, (e, tags)| {
-                b.push_bind(micros(e.at))
-                    .push_bind(e.key_id.map(id_text))
-                    .push_bind(e.identity_id.map(id_text))
-                    .push_bind(e.code.as_str())
-                    .push_bind(e.ip.map(|ip| ip.to_string()))
-                    .push_bind(e.scopes.join(" "))
-                    .push_bind(i64::from(e.latency_us))
-                    .push_bind(tags);
-            });
-            q.build().execute(&mut *tx).await.map_err(map_err)?;
-        }
+        insert_blocks(&mut tx, events).await?;
         add_counts(&mut tx, events).await?;
         // Everything stored is counted (see pending_rollups.rs for the watermark).
         sqlx::query(
-            "UPDATE usage_rollup_watermark \
-             SET through_rowid = (SELECT coalesce(max(rowid), 0) FROM usage_events) WHERE id = 1",
+            "UPDATE usage_rollup_watermark SET through_block = \
+             (SELECT coalesce(max(id), 0) FROM usage_event_blocks) WHERE id = 1",
         )
         .execute(&mut *tx)
         .await
@@ -158,24 +160,32 @@ impl UsageStore for SqliteStore {
         to: Timestamp,
         limit: u32,
     ) -> Result<Vec<TopSource>> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT ip, COUNT(*) AS n FROM usage_events WHERE ip IS NOT NULL AND at >= ",
-        );
-        q.push_bind(micros(from))
-            .push(" AND at < ")
-            .push_bind(micros(to));
-        subject_filter(&mut q, subject);
-        q.push(" GROUP BY ip ORDER BY n DESC, ip LIMIT ")
-            .push_bind(i64::from(limit));
-        let rows = q.build().fetch_all(&self.reader).await.map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(TopSource {
-                    ip: get(r, 0)?,
-                    count: get::<i64>(r, 1)?.max(0) as u64,
-                })
+        let (from, to) = (micros(from), micros(to));
+        let mut counts = HashMap::new();
+        self.scan_blocks(from, to, |blocks| {
+            event_blocks::count_sources(
+                blocks,
+                from,
+                to,
+                |e| match subject {
+                    Some(UsageSubject::Key(id)) => e.key_id == Some(id),
+                    Some(UsageSubject::Identity(id)) => e.identity_id == Some(id),
+                    None => true,
+                },
+                &mut counts,
+            )
+        })
+        .await?;
+        let mut top: Vec<TopSource> = counts
+            .into_iter()
+            .map(|(ip, count)| TopSource {
+                ip: ip.to_string(),
+                count,
             })
-            .collect()
+            .collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.ip.cmp(&b.ip)));
+        top.truncate(limit as usize);
+        Ok(top)
     }
 
     async fn top_keys(
@@ -218,14 +228,7 @@ impl UsageStore for SqliteStore {
         // Nothing pending may count events about to go.
         self.settle_rollups().await?;
         let mut pruned = Pruned::default();
-        pruned.events += self
-            .delete_in_chunks(
-                "DELETE FROM usage_events WHERE rowid IN \
-                 (SELECT rowid FROM usage_events WHERE at < ? LIMIT ?)",
-                None,
-                micros(c.raw_before),
-            )
-            .await?;
+        pruned.events += self.prune_event_blocks(micros(c.raw_before)).await?;
         let rollup_delete = "DELETE FROM usage_rollups WHERE (granularity, key_id, start, code) IN \
              (SELECT granularity, key_id, start, code FROM usage_rollups \
               WHERE granularity = ? AND start < ? LIMIT ?)";
@@ -238,14 +241,6 @@ impl UsageStore for SqliteStore {
                 .delete_in_chunks(rollup_delete, Some(bucket), micros(before))
                 .await?;
         }
-        // With every event gone, rowids start again from 1: so does the watermark.
-        sqlx::query(
-            "UPDATE usage_rollup_watermark SET through_rowid = 0 \
-             WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM usage_events)",
-        )
-        .execute(&self.writer)
-        .await
-        .map_err(map_err)?;
         Ok(pruned)
     }
 
@@ -328,33 +323,52 @@ impl UsageStore for SqliteStore {
         since: Timestamp,
         limit: u32,
     ) -> Result<Vec<KeySource>> {
-        // A scan of the events since `since` (the `at` index), filtered by key: the events
-        // of an old key are those of its grace, a short window.
-        let rows = sqlx::query(
-            "SELECT ip, tags, COUNT(*) AS n, MAX(at) AS last FROM usage_events \
-             WHERE at >= ? AND key_id = ? AND code = 'VALID' \
-             GROUP BY ip, tags ORDER BY last DESC, n DESC LIMIT ?",
-        )
-        .bind(micros(since))
-        .bind(id_text(key_id))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                let tags: Option<String> = get(r, 1)?;
+        // A scan of the events since `since`, filtered by key: the events of an old key
+        // are those of its grace, a short window.
+        let since = micros(since);
+        let mut groups: HashMap<(Option<IpAddr>, Option<UsageTags>), (u64, i64)> = HashMap::new();
+        let mut evs = Vec::new();
+        self.scan_blocks(since, i64::MAX, |blocks| {
+            for (_, first_at, bytes) in blocks {
+                evs.clear();
+                event_blocks::events(
+                    *first_at,
+                    bytes,
+                    |at, key, code| at >= since && key == Some(key_id) && code == "VALID",
+                    &mut evs,
+                )?;
+                for e in evs.drain(..) {
+                    let at = e.at.timestamp_micros();
+                    let g = groups.entry((e.ip, e.tags)).or_insert((0, at));
+                    g.0 += 1;
+                    g.1 = g.1.max(at);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        let mut sources = groups
+            .into_iter()
+            .map(|((ip, tags), (count, last))| {
                 Ok(KeySource {
-                    ip: get(r, 0)?,
+                    ip: ip.map(|ip| ip.to_string()),
                     tags: tags
-                        .map(|t| serde_json::from_str(&t))
+                        .map(serde_json::to_value)
                         .transpose()
                         .map_err(|e| crate::StoreError::Corrupt(format!("usage tags: {e}")))?,
-                    count: get::<i64>(r, 2)?.max(0) as u64,
-                    last_seen: get_time(r, 3, "usage_events.at")?,
+                    count,
+                    last_seen: chrono::DateTime::from_timestamp_micros(last)
+                        .ok_or_else(|| crate::StoreError::Corrupt("usage event time".into()))?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        sources.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then_with(|| b.count.cmp(&a.count))
+        });
+        sources.truncate(limit as usize);
+        Ok(sources)
     }
 
     async fn keys_in_grace(
@@ -363,7 +377,31 @@ impl UsageStore for SqliteStore {
         until: Timestamp,
         limit: u32,
     ) -> Result<Vec<KeyRecord>> {
-        self.settle_rollups().await?;
+        // The jobs leader asks every 2 s. Settling the pending counts of every key for
+        // that (a tenth of a busy node's CPU) is needed only when a key in question
+        // has uncounted uses, which is rare: old keys near the end of their grace.
+        let candidates: Vec<String> = sqlx::query_scalar(
+            "SELECT k.id FROM keys k WHERE k.rotated_to IS NOT NULL AND k.revoked_at > ? \
+             AND k.revoked_at <= ? \
+             AND NOT EXISTS (SELECT 1 FROM old_version_notices n WHERE n.key_id = k.id)",
+        )
+        .bind(micros(now))
+        .bind(micros(until))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: std::collections::HashSet<Uuid> =
+            candidates.iter().filter_map(|id| id.parse().ok()).collect();
+        if self
+            .usage_ingest
+            .as_ref()
+            .is_some_and(|i| i.pending_valid_use_of(&ids))
+        {
+            self.settle_rollups().await?;
+        }
         let rows = sqlx::query(concat!(
             "SELECT ",
             key_cols!(),
@@ -404,6 +442,139 @@ impl UsageStore for SqliteStore {
         Ok(true)
     }
 }
+
+impl SqliteStore {
+    /// Hands `each` the event blocks that may hold events of `[from, to)` (µs), a page
+    /// at a time, in order of their first event.
+    async fn scan_blocks(
+        &self,
+        from: i64,
+        to: i64,
+        mut each: impl FnMut(&[StoredBlock]) -> Result<()>,
+    ) -> Result<()> {
+        let mut after = (from.saturating_sub(MAX_SPAN_MICROS + 1), i64::MAX);
+        loop {
+            let page = self.block_page(after, to).await?;
+            let Some(&(id, first_at, _)) = page.last() else {
+                return Ok(());
+            };
+            each(&page)?;
+            after = (first_at, id);
+        }
+    }
+
+    /// The blocks after `(first_at, id)` in that order, whose first event is before
+    /// `to`: one page.
+    pub(super) async fn block_page(
+        &self,
+        (first_at, id): (i64, i64),
+        to: i64,
+    ) -> Result<Vec<StoredBlock>> {
+        let rows = sqlx::query(BLOCK_PAGE)
+            .bind(first_at)
+            .bind(id)
+            .bind(to)
+            .bind(BLOCKS_PER_PAGE)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?)))
+            .collect()
+    }
+
+    /// Deletes the event blocks whose events are all before `before` (µs); returns how
+    /// many events went.
+    async fn prune_event_blocks(&self, before: i64) -> Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let gone: Vec<(i64, i64)> = sqlx::query_as(
+                "DELETE FROM usage_event_blocks WHERE id IN \
+                 (SELECT id FROM usage_event_blocks WHERE first_at < ?1 AND last_at < ?1 \
+                  LIMIT ?2) RETURNING id, count",
+            )
+            .bind(before)
+            .bind(BLOCKS_PER_PAGE)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            total += gone.iter().map(|(_, n)| (*n).max(0) as u64).sum::<u64>();
+            if gone.len() < BLOCKS_PER_PAGE as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Moves the rows of `usage_events` that versions before event blocks left into
+    /// blocks (migration 0140), counting the ones not counted yet on the way: once done,
+    /// every block is counted and the watermark names the last. Only the process that
+    /// recounts may do this (see `recover_rollups`).
+    pub(super) async fn convert_event_rows(&self) -> Result<u64> {
+        const ROWS: i64 = 20_000;
+        if !self.usage_ingest.as_ref().is_some_and(|i| i.defers()) {
+            return Ok(0);
+        }
+        let mut converted = 0u64;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let (mark, last): (i64, i64) = sqlx::query_as(
+                "SELECT through_rowid, (SELECT coalesce(max(rowid), 0) FROM usage_events) \
+                 FROM usage_rollup_watermark WHERE id = 1",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            // Rowids below the watermark with none above: the table was emptied and
+            // filled again without a settle; all of it is uncounted.
+            let mark = if last < mark { 0 } else { mark };
+            let rows = sqlx::query(
+                "SELECT rowid, at, key_id, identity_id, code, ip, scopes, latency_us, tags \
+                 FROM usage_events ORDER BY rowid LIMIT ?",
+            )
+            .bind(ROWS)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            let Some(through) = rows.last().map(|r| get::<i64>(r, 0)).transpose()? else {
+                return Ok(converted);
+            };
+            let mut events = Vec::with_capacity(rows.len());
+            let mut uncounted = Vec::new();
+            for r in &rows {
+                let e = super::anomalies::event_from_row_at(r, 1)?;
+                if get::<i64>(r, 0)? > mark {
+                    uncounted.push(e.clone());
+                }
+                events.push(e);
+            }
+            add_counts(&mut tx, &uncounted).await?;
+            insert_blocks(&mut tx, &events).await?;
+            sqlx::query("DELETE FROM usage_events WHERE rowid <= ?")
+                .bind(through)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            sqlx::query(
+                "UPDATE usage_rollup_watermark SET through_rowid = ?, through_block = \
+                 (SELECT coalesce(max(id), 0) FROM usage_event_blocks) WHERE id = 1",
+            )
+            .bind(through.max(mark))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            converted += events.len() as u64;
+        }
+    }
+}
+
+/// One page of event blocks in `(first_at, id)` order (`?1`, `?2`: the last one seen;
+/// `?3`: the end of the range, exclusive; `?4`: the page size).
+pub(super) const BLOCK_PAGE: &str = "SELECT id, first_at, events FROM usage_event_blocks \
+     WHERE (first_at > ?1 OR (first_at = ?1 AND id > ?2)) AND first_at < ?3 \
+     ORDER BY first_at, id LIMIT ?4";
 
 impl SqliteStore {
     /// Runs a `... LIMIT ?` delete until it removes fewer than a chunk, one short write
@@ -457,7 +628,6 @@ impl SqliteStore {
     /// Counts the events stored beyond the watermark: those whose rollups were still
     /// pending when the process stopped without settling them (a crash, a kill).
     pub(super) async fn recover_rollups(&self) -> Result<u64> {
-        const PAGE: i64 = 20_000;
         if !self.usage_ingest.as_ref().is_some_and(|i| i.defers()) {
             // Only the process that may keep counts pending recounts: any other may be
             // looking at that process's pending events (see pending_rollups.rs).
@@ -466,37 +636,30 @@ impl SqliteStore {
         let mut recounted = 0u64;
         loop {
             let mut tx = self.begin_write().await?;
-            let (mark, last): (i64, i64) = sqlx::query_as(
-                "SELECT through_rowid, (SELECT coalesce(max(rowid), 0) FROM usage_events) \
-                 FROM usage_rollup_watermark WHERE id = 1",
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            // Rowids below the watermark with none above: the table was emptied and
-            // filled again without a settle; all of it is uncounted.
-            let mark = if last < mark { 0 } else { mark };
-            if last == mark {
-                return Ok(recounted);
-            }
+            let mark: i64 =
+                sqlx::query_scalar("SELECT through_block FROM usage_rollup_watermark WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
             let rows = sqlx::query(
-                "SELECT rowid, at, key_id, identity_id, code, ip, scopes, latency_us, tags \
-                 FROM usage_events WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                "SELECT id, first_at, events FROM usage_event_blocks \
+                 WHERE id > ? ORDER BY id LIMIT ?",
             )
             .bind(mark)
-            .bind(PAGE)
+            .bind(BLOCKS_PER_PAGE)
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
             let Some(through) = rows.last().map(|r| get::<i64>(r, 0)).transpose()? else {
                 return Ok(recounted);
             };
-            let events = rows
-                .iter()
-                .map(|r| super::anomalies::event_from_row_at(r, 1))
-                .collect::<Result<Vec<_>>>()?;
+            let mut events = Vec::new();
+            for r in &rows {
+                let bytes: Vec<u8> = get(r, 2)?;
+                event_blocks::events(get(r, 1)?, &bytes, |_, _, _| true, &mut events)?;
+            }
             add_counts(&mut tx, &events).await?;
-            sqlx::query("UPDATE usage_rollup_watermark SET through_rowid = ? WHERE id = 1")
+            sqlx::query("UPDATE usage_rollup_watermark SET through_block = ? WHERE id = 1")
                 .bind(through)
                 .execute(&mut *tx)
                 .await

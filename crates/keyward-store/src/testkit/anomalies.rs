@@ -309,6 +309,75 @@ pub async fn usage_events_read_back_in_time_order(store: &dyn Store) {
     assert_eq!(n, 3);
 }
 
+/// Paging as the tail does, through batches larger than any storage unit, spread over
+/// many seconds, and a late batch of stragglers older than what came before: every
+/// event comes back exactly once, in time order, and counts agree.
+pub async fn usage_events_page_through_large_and_late_batches(store: &dyn Store) {
+    let t0 = now() - Duration::minutes(30);
+    let key = Uuid::now_v7();
+    let event = |ms: i64, n: u32| UsageEvent {
+        at: t0 + Duration::milliseconds(ms),
+        key_id: Some(key),
+        identity_id: Some(key),
+        code: VerifyCode::Valid,
+        ip: Some("192.0.2.9".parse().unwrap()),
+        scopes: vec![],
+        latency_us: n,
+        tags: None,
+    };
+    // 9,000 events over 9 s, several to a millisecond, stored in an order not by time.
+    let mut first: Vec<UsageEvent> = (0..9000u32)
+        .map(|n| event(i64::from((n * 7) % 9000), n))
+        .collect();
+    first.reverse();
+    store.record_usage(&first).await.unwrap();
+    // Stragglers, stored later, from before and among the first batch.
+    let late: Vec<UsageEvent> = (0..50u32)
+        .map(|n| event(i64::from(n) * 200 - 3000, 100_000 + n))
+        .collect();
+    store.record_usage(&late).await.unwrap();
+
+    let mut all: Vec<UsageEvent> = first.iter().chain(&late).cloned().collect();
+    all.sort_by_key(|e| (e.at, e.latency_us));
+    let (from, until) = (t0 - Duration::minutes(1), t0 + Duration::minutes(1));
+    let mut seen = Vec::new();
+    let mut after = from;
+    loop {
+        let mut page = store.usage_events_after(after, until, 1000).await.unwrap();
+        assert!(page.windows(2).all(|w| w[0].at <= w[1].at), "in time order");
+        let full = page.len() == 1000;
+        let Some(last) = page.last().map(|e| e.at) else {
+            break;
+        };
+        if full {
+            // As the tail does: the page's last instant may continue on the next page.
+            page.retain(|e| e.at < last);
+            assert!(!page.is_empty());
+        }
+        after = page.last().unwrap().at;
+        seen.extend(page);
+        if !full {
+            break;
+        }
+    }
+    seen.sort_by_key(|e| (e.at, e.latency_us));
+    assert_eq!(seen.len(), all.len());
+    assert_eq!(seen, all);
+    assert_eq!(
+        store.count_usage_events_after(from, until).await.unwrap(),
+        all.len() as u64
+    );
+    // A window inside: 2.5 s of the first batch and the stragglers among them.
+    let (a, b) = (
+        t0 + Duration::milliseconds(1500),
+        t0 + Duration::milliseconds(4000),
+    );
+    let inside = all.iter().filter(|e| e.at > a && e.at <= b).count() as u64;
+    assert_eq!(store.count_usage_events_after(a, b).await.unwrap(), inside);
+    let page = store.usage_events_after(a, b, 100_000).await.unwrap();
+    assert_eq!(page.len() as u64, inside);
+}
+
 /// A policy per identity, audit-logged; none set means none stored.
 pub async fn policies_round_trip(store: &dyn Store) {
     let identity = Uuid::now_v7();
