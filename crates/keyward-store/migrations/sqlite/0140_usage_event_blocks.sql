@@ -1,5 +1,5 @@
 -- Usage events in blocks (sqlite/event_blocks.rs): one row holds up to 4,096 events,
--- packed, all within 2 s of event time. One row per event cost ~2.6 µs of CPU to insert
+-- packed, all within 500 ms of event time. One row per event cost ~2.6 µs of CPU to insert
 -- on the node that also serves verify; a block costs that once for thousands of events.
 -- `first_at` and `last_at` are the block's first and last event times (µs since the
 -- epoch); reads of a time range find their blocks through `first_at`.

@@ -1,6 +1,8 @@
 //! [`AnomalyStore`] on SQLite. The single writer connection orders cursor moves, so the
 //! compare-and-set of the cursor never races.
 
+use std::ops::Bound;
+
 use async_trait::async_trait;
 use keyward_core::anomaly::Anomaly;
 use keyward_core::anomaly_response::AnomalyPolicy;
@@ -161,7 +163,8 @@ impl AnomalyStore for SqliteStore {
             event_blocks::events(
                 get(r, 0)?,
                 &bytes,
-                |at, _, _| at > after && at <= until,
+                (Bound::Excluded(after), Bound::Included(until)),
+                |_, _, _| true,
                 &mut evs,
             )?;
             n += evs.len() as u64;

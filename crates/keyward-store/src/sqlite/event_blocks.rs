@@ -5,8 +5,9 @@
 //! columns, uuids as text, an index on the time) an event cost ~2.6 µs of CPU to
 //! insert: binding, two B-tree inserts, WAL pages for ~150 bytes of row and index. A
 //! block is one row holding up to [`MAX_EVENTS`] events packed with `postcard` (uuids as
-//! 16 bytes, times as varint offsets from the block's first): one B-tree insert per
-//! block, a third of the bytes per event.
+//! 16 bytes, times as varint offsets from the block's first, a length per event so
+//! that reads skip events outside their time range): one B-tree insert per block, half
+//! the bytes per event.
 //!
 //! Every read of raw events is a range of time (top sources, who still uses a key, the
 //! anomaly tail, retention), so each block records the times of its first and last
@@ -20,6 +21,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::ops::{Bound, RangeBounds};
 
 use keyward_core::usage::{UsageEvent, UsageTags};
 use serde::{Deserialize, Serialize};
@@ -29,16 +31,16 @@ use crate::{Result, StoreError};
 
 /// Events per block, at most.
 pub(crate) const MAX_EVENTS: usize = 4096;
-/// Event time one block spans, at most (µs).
-pub(crate) const MAX_SPAN_MICROS: i64 = 2_000_000;
+/// Event time one block spans, at most (µs). A read of a time range also reads the
+/// blocks that start up to this long before it: short, as the writer's batches are
+/// (200 ms); a batch that spans more (events retried after an outage) takes more blocks.
+pub(crate) const MAX_SPAN_MICROS: i64 = 500_000;
 /// The first byte of every block: the encoding below.
 const FORMAT_POSTCARD_V1: u8 = 1;
 
-/// One event as a block stores it.
+/// One event as a block stores it, after its time (see [`blocks`] for the layout).
 #[derive(Serialize, Deserialize)]
 struct Packed<'a> {
-    /// µs after the block's `first_at`.
-    after_first: u64,
     key_id: Option<[u8; 16]>,
     identity_id: Option<[u8; 16]>,
     /// The contract's code (`VALID`, ...): text, so that a stored block never depends
@@ -61,7 +63,15 @@ pub(crate) struct Block {
 }
 
 /// Packs `events` (any order) into blocks sorted by time, each within the limits above.
+///
+/// Layout: the format byte, then per event, in time order: its time as µs after the
+/// block's `first_at` and the length of what follows (postcard varints), then the rest
+/// of it ([`Packed`], postcard). The lengths let a read of a time range skip the events
+/// outside it without decoding them: the anomaly tail reads the recent end of blocks
+/// many times a second.
 pub(crate) fn blocks(events: &[UsageEvent]) -> Result<Vec<Block>> {
+    let pack_err =
+        |e: postcard::Error| StoreError::Corrupt(format!("a usage event could not be packed: {e}"));
     let mut order: Vec<(i64, usize)> = events
         .iter()
         .enumerate()
@@ -70,6 +80,7 @@ pub(crate) fn blocks(events: &[UsageEvent]) -> Result<Vec<Block>> {
     order.sort_unstable();
     let mut out = Vec::new();
     let mut rest = &order[..];
+    let mut one = Vec::with_capacity(128);
     while let Some(&(first_at, _)) = rest.first() {
         let n = rest
             .iter()
@@ -77,12 +88,11 @@ pub(crate) fn blocks(events: &[UsageEvent]) -> Result<Vec<Block>> {
             .take_while(|(at, _)| at - first_at <= MAX_SPAN_MICROS)
             .count();
         let (these, later) = rest.split_at(n);
-        let mut bytes = Vec::with_capacity(1 + 64 * n);
+        let mut bytes = Vec::with_capacity(1 + 72 * n);
         bytes.push(FORMAT_POSTCARD_V1);
         for &(at, i) in these {
             let e = &events[i];
             let packed = Packed {
-                after_first: (at - first_at) as u64,
                 key_id: e.key_id.map(|k| *k.as_bytes()),
                 identity_id: e.identity_id.map(|k| *k.as_bytes()),
                 code: Cow::Borrowed(e.code.as_str()),
@@ -91,9 +101,11 @@ pub(crate) fn blocks(events: &[UsageEvent]) -> Result<Vec<Block>> {
                 latency_us: e.latency_us,
                 tags: e.tags.clone(),
             };
-            bytes = postcard::to_extend(&packed, bytes).map_err(|e| {
-                StoreError::Corrupt(format!("a usage event could not be packed: {e}"))
-            })?;
+            one.clear();
+            one = postcard::to_extend(&packed, one).map_err(pack_err)?;
+            bytes = postcard::to_extend(&((at - first_at) as u64), bytes).map_err(pack_err)?;
+            bytes = postcard::to_extend(&(one.len() as u64), bytes).map_err(pack_err)?;
+            bytes.extend_from_slice(&one);
         }
         let last_at = these.last().map_or(first_at, |(at, _)| *at);
         debug_assert!(last_at - first_at <= MAX_SPAN_MICROS);
@@ -108,11 +120,13 @@ pub(crate) fn blocks(events: &[UsageEvent]) -> Result<Vec<Block>> {
     Ok(out)
 }
 
-/// The events of a block (`first_at` as stored with it), in time order; `keep` picks
-/// which to decode fully (it sees the time in µs, the key and the code).
+/// The events of a block (`first_at` as stored with it) whose time (µs) is in `times`,
+/// in time order; of those, `keep` picks which to return (it sees the time, the key
+/// and the code). Events outside `times` are skipped without being decoded.
 pub(crate) fn events(
     first_at: i64,
     bytes: &[u8],
+    times: impl RangeBounds<i64>,
     mut keep: impl FnMut(i64, Option<Uuid>, &str) -> bool,
     out: &mut Vec<UsageEvent>,
 ) -> Result<()> {
@@ -124,13 +138,27 @@ pub(crate) fn events(
         return Err(corrupt(&format!("unknown format {format}")));
     }
     while !rest.is_empty() {
-        let (p, after): (Packed, &[u8]) =
-            postcard::take_from_bytes(rest).map_err(|e| corrupt(&e.to_string()))?;
-        rest = after;
-        let at = i64::try_from(p.after_first)
+        let (after_first, r) = varint(rest)?;
+        let (len, r) = varint(r)?;
+        let len = usize::try_from(len).map_err(|_| corrupt("length"))?;
+        if r.len() < len {
+            return Err(corrupt("length"));
+        }
+        let (this, r) = r.split_at(len);
+        rest = r;
+        let at = i64::try_from(after_first)
             .ok()
             .and_then(|d| first_at.checked_add(d))
             .ok_or_else(|| corrupt("time"))?;
+        if !times.contains(&at) {
+            // Sorted by time: past the end of the range, nothing more is in it.
+            match times.end_bound() {
+                Bound::Included(end) if at > *end => break,
+                Bound::Excluded(end) if at >= *end => break,
+                _ => continue,
+            }
+        }
+        let p: Packed = postcard::from_bytes(this).map_err(|e| corrupt(&e.to_string()))?;
         let key_id = p.key_id.map(Uuid::from_bytes);
         if !keep(at, key_id, &p.code) {
             continue;
@@ -147,6 +175,12 @@ pub(crate) fn events(
         });
     }
     Ok(())
+}
+
+/// A postcard varint and what follows it.
+fn varint(bytes: &[u8]) -> Result<(u64, &[u8])> {
+    postcard::take_from_bytes::<u64>(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("usage event block: {e}")))
 }
 
 /// A stored block as read back: id, first event time, packed events.
@@ -175,7 +209,8 @@ pub(crate) fn events_after(
             events(
                 *first,
                 bytes,
-                |at, _, _| at > after && at <= until,
+                (Bound::Excluded(after), Bound::Included(until)),
+                |_, _, _| true,
                 &mut out,
             )?;
         }
@@ -206,7 +241,7 @@ pub(crate) fn count_sources(
     let mut evs = Vec::new();
     for (_, first_at, bytes) in blocks {
         evs.clear();
-        events(*first_at, bytes, |at, _, _| at >= from && at < to, &mut evs)?;
+        events(*first_at, bytes, from..to, |_, _, _| true, &mut evs)?;
         for e in evs.iter().filter(|e| keep(e)) {
             if let Some(ip) = e.ip {
                 *counts.entry(ip).or_default() += 1;
@@ -245,7 +280,7 @@ mod tests {
     fn decode_all(blocks: &[Block]) -> Vec<UsageEvent> {
         let mut out = Vec::new();
         for b in blocks {
-            events(b.first_at, &b.bytes, |_, _, _| true, &mut out).unwrap();
+            events(b.first_at, &b.bytes, .., |_, _, _| true, &mut out).unwrap();
         }
         out
     }
@@ -296,15 +331,46 @@ mod tests {
     }
 
     #[test]
+    fn a_time_range_returns_exactly_its_events() {
+        let base = 1_780_000_000_000_000;
+        let input: Vec<_> = (0..200u128)
+            .map(|n| event(base + n as i64 * 1000, n))
+            .collect();
+        let blocks = blocks(&input).unwrap();
+        assert_eq!(blocks.len(), 1);
+        let b = &blocks[0];
+        let times = |out: &[UsageEvent]| -> Vec<i64> {
+            out.iter().map(|e| e.at.timestamp_micros() - base).collect()
+        };
+        let mut out = Vec::new();
+        let range = (
+            Bound::Excluded(base + 10_000),
+            Bound::Included(base + 20_000),
+        );
+        events(b.first_at, &b.bytes, range, |_, _, _| true, &mut out).unwrap();
+        assert_eq!(times(&out), (11..=20).map(|n| n * 1000).collect::<Vec<_>>());
+        out.clear();
+        events(
+            b.first_at,
+            &b.bytes,
+            base + 150_000..,
+            |_, k, _| k.is_some(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out.len(), 50 - 10, "keys of every fifth event are None");
+    }
+
+    #[test]
     fn a_damaged_block_is_an_error_not_a_panic() {
         let blocks = blocks(&[event(1_780_000_000_000_000, 4)]).unwrap();
         let mut bytes = blocks[0].bytes.clone();
         for cut in 0..bytes.len() {
             let mut out = Vec::new();
-            let _ = events(0, &bytes[..cut], |_, _, _| true, &mut out);
+            let _ = events(0, &bytes[..cut], .., |_, _, _| true, &mut out);
         }
         bytes[0] = 9;
         let mut out = Vec::new();
-        assert!(events(0, &bytes, |_, _, _| true, &mut out).is_err());
+        assert!(events(0, &bytes, .., |_, _, _| true, &mut out).is_err());
     }
 }

@@ -334,7 +334,8 @@ impl UsageStore for SqliteStore {
                 event_blocks::events(
                     *first_at,
                     bytes,
-                    |at, key, code| at >= since && key == Some(key_id) && code == "VALID",
+                    since..,
+                    |_, key, code| key == Some(key_id) && code == "VALID",
                     &mut evs,
                 )?;
                 for e in evs.drain(..) {
@@ -656,7 +657,7 @@ impl SqliteStore {
             let mut events = Vec::new();
             for r in &rows {
                 let bytes: Vec<u8> = get(r, 2)?;
-                event_blocks::events(get(r, 1)?, &bytes, |_, _, _| true, &mut events)?;
+                event_blocks::events(get(r, 1)?, &bytes, .., |_, _, _| true, &mut events)?;
             }
             add_counts(&mut tx, &events).await?;
             sqlx::query("UPDATE usage_rollup_watermark SET through_block = ? WHERE id = 1")
