@@ -895,9 +895,17 @@ impl Store for SqliteStore {
         if uses.is_empty() {
             return Ok(());
         }
-        // One statement per chunk rather than one per key (each statement is a round trip
-        // to SQLite's worker thread), and one short transaction per chunk, so a node with
-        // thousands of keys to record never holds the writer (or its core) for long.
+        // One short transaction per chunk, so a node with thousands of keys to record
+        // never holds the writer (or its core) for long.
+        if let Some(ingest) = &self.usage_ingest {
+            for chunk in uses.chunks(512) {
+                let _permit = self.writer.acquire().await.map_err(map_err)?;
+                usage::run_blocking(|| ingest.write_last_used(chunk))?;
+            }
+            return Ok(());
+        }
+        // In memory: one statement per chunk rather than one per key (each statement is
+        // a round trip to SQLite's worker thread).
         for chunk in uses.chunks(512) {
             let mut tx = self.begin_write().await?;
             let batch: Vec<(String, i64)> = chunk

@@ -28,12 +28,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use keyward_core::time::Timestamp;
 use keyward_core::usage::UsageEvent;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::BUSY_TIMEOUT;
 use super::event_blocks;
-use super::pending_rollups::{PendingRollups, SET_WATERMARK, SETTLE_EVERY, write_counts};
+use super::pending_rollups::{PendingRollups, SET_WATERMARK, SETTLE_EVERY, UuidText, write_counts};
 use crate::usage::{rollup_rows, scope_uses};
 use crate::{Result, StoreError};
 
@@ -129,6 +130,33 @@ impl UsageIngest {
             }
         }
         self.publish(pending);
+        Ok(())
+    }
+
+    /// Records last-use times (each key's only if later than the stored one) in one
+    /// transaction on this connection: a prepared statement per key rather than a JSON
+    /// batch through sqlx's thread, and no fsync (see the module's note: last-use times
+    /// are at most seconds stale by design). The caller holds the write permit.
+    pub(crate) fn write_last_used(&self, uses: &[(uuid::Uuid, Timestamp)]) -> Result<()> {
+        let mut ingest = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let written = self.connection(&mut ingest.conn).and_then(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut update = tx.prepare_cached(
+                    "UPDATE keys SET last_used_at = ?2 \
+                     WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+                )?;
+                let mut id = UuidText::new();
+                for (key, at) in uses {
+                    update.execute(params![id.text(*key), at.timestamp_micros()])?;
+                }
+            }
+            tx.commit()
+        });
+        if let Err(e) = written {
+            ingest.conn = None;
+            return Err(unavailable(e));
+        }
         Ok(())
     }
 
