@@ -97,9 +97,10 @@ impl AnomalyStore for SqliteStore {
                     let events = event_blocks::events_after(after, until, limit, |last| {
                         let (first_at, id) = last.unwrap_or(start);
                         let page = stmt
-                            .query_map(rusqlite::params![first_at, id, to, BLOCKS_PER_PAGE], |r| {
-                                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                            })
+                            .query_map(
+                                rusqlite::params![first_at, id, to, BLOCKS_PER_PAGE, after],
+                                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                            )
                             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
                         page.or_else(|e| {
                             failed = Some(e);
@@ -119,7 +120,7 @@ impl AnomalyStore for SqliteStore {
         let mut pages = Vec::new();
         let mut last = start;
         loop {
-            let page = self.block_page(last, to).await?;
+            let page = self.block_page(last, after, to).await?;
             let Some(&(id, first_at, _)) = page.last() else {
                 break;
             };

@@ -455,7 +455,7 @@ impl SqliteStore {
     ) -> Result<()> {
         let mut after = (from.saturating_sub(MAX_SPAN_MICROS + 1), i64::MAX);
         loop {
-            let page = self.block_page(after, to).await?;
+            let page = self.block_page(after, from.saturating_sub(1), to).await?;
             let Some(&(id, first_at, _)) = page.last() else {
                 return Ok(());
             };
@@ -464,11 +464,12 @@ impl SqliteStore {
         }
     }
 
-    /// The blocks after `(first_at, id)` in that order, whose first event is before
-    /// `to`: one page.
+    /// The blocks after `(first_at, id)` in that order, with events after `since` and
+    /// whose first event is before `to`: one page.
     pub(super) async fn block_page(
         &self,
         (first_at, id): (i64, i64),
+        since: i64,
         to: i64,
     ) -> Result<Vec<StoredBlock>> {
         let rows = sqlx::query(BLOCK_PAGE)
@@ -476,6 +477,7 @@ impl SqliteStore {
             .bind(id)
             .bind(to)
             .bind(BLOCKS_PER_PAGE)
+            .bind(since)
             .fetch_all(&self.reader)
             .await
             .map_err(map_err)?;
@@ -572,10 +574,12 @@ impl SqliteStore {
 }
 
 /// One page of event blocks in `(first_at, id)` order (`?1`, `?2`: the last one seen;
-/// `?3`: the end of the range, exclusive; `?4`: the page size).
+/// `?3`: the end of the range, exclusive; `?4`: the page size; `?5`: only blocks with
+/// events after this). The last condition is checked before a block's packed events are
+/// read: blocks that start before a range but end before it too cost no blob copy.
 pub(super) const BLOCK_PAGE: &str = "SELECT id, first_at, events FROM usage_event_blocks \
      WHERE (first_at > ?1 OR (first_at = ?1 AND id > ?2)) AND first_at < ?3 \
-     ORDER BY first_at, id LIMIT ?4";
+     AND last_at > ?5 ORDER BY first_at, id LIMIT ?4";
 
 impl SqliteStore {
     /// Runs a `... LIMIT ?` delete until it removes fewer than a chunk, one short write
