@@ -6,7 +6,7 @@
 #
 #   bench/load.sh                      # KEYS=20000 DURATION=15 CONNS=32
 #   KEYS=5000 DURATION=5 bench/load.sh
-#   KEYWARD_BIN=/tmp/keyward-before bench/load.sh   # measure another build (A/B runs)
+#   KEYWARD_BIN=../before/target/release/keyward bench/load.sh   # another build (A/B runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYS=${KEYS:-20000}
