@@ -65,13 +65,17 @@ pub trait AnomalyStore: Send + Sync + 'static {
     /// Where detection got to: usage events up to this time have been fed.
     async fn detect_cursor(&self) -> Result<Option<Timestamp>>;
 
-    /// Usage events with `after < at <= until`, oldest first, at most `limit`.
+    /// Replaces what `out` holds with the usage events of `after < at <= until`, oldest
+    /// first, at most `limit`. The caller's buffer is reused: the tail reads thousands
+    /// of events many times a minute, and a fresh megabyte each time costs more in page
+    /// faults than the decoding (BENCHMARKS.md, "Gateway").
     async fn usage_events_after(
         &self,
         after: Timestamp,
         until: Timestamp,
         limit: u32,
-    ) -> Result<Vec<UsageEvent>>;
+        out: &mut Vec<UsageEvent>,
+    ) -> Result<()>;
 
     /// How many usage events have `after < at <= until` (what a detector that skips
     /// ahead leaves unseen).

@@ -345,7 +345,11 @@ async fn event_rows_of_an_earlier_version_move_into_blocks() {
             "{bucket:?}"
         );
     }
-    let events = store.usage_events_after(from, to, 100).await.unwrap();
+    let mut events = Vec::new();
+    store
+        .usage_events_after(from, to, 100, &mut events)
+        .await
+        .unwrap();
     assert_eq!(events.len(), 10);
     assert!(events.windows(2).all(|w| w[0].at <= w[1].at));
     assert_eq!(events[9].at.timestamp_micros(), at);

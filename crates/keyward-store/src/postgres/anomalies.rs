@@ -59,7 +59,9 @@ impl AnomalyStore for PgStore {
         after: Timestamp,
         until: Timestamp,
         limit: u32,
-    ) -> Result<Vec<UsageEvent>> {
+        out: &mut Vec<UsageEvent>,
+    ) -> Result<()> {
+        out.clear();
         let rows = sqlx::query(
             "SELECT at, key_id, identity_id, code, ip, scopes, latency_us, tags::text \
              FROM usage_events WHERE at > $1 AND at <= $2 ORDER BY at LIMIT $3",
@@ -70,8 +72,8 @@ impl AnomalyStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
+        for r in &rows {
+            out.push(
                 EventCols {
                     at: get(r, 0)?,
                     key_id: get(r, 1)?,
@@ -82,9 +84,10 @@ impl AnomalyStore for PgStore {
                     latency_us: i64::from(get::<i32>(r, 6)?),
                     tags: get(r, 7)?,
                 }
-                .into_event()
-            })
-            .collect()
+                .into_event()?,
+            );
+        }
+        Ok(())
     }
 
     async fn count_usage_events_after(&self, after: Timestamp, until: Timestamp) -> Result<u64> {

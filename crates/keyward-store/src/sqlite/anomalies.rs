@@ -82,7 +82,8 @@ impl AnomalyStore for SqliteStore {
         after: Timestamp,
         until: Timestamp,
         limit: u32,
-    ) -> Result<Vec<UsageEvent>> {
+        out: &mut Vec<UsageEvent>,
+    ) -> Result<()> {
         let (after, until, limit) = (micros(after), micros(until), limit as usize);
         let start = (after.saturating_sub(MAX_SPAN_MICROS + 1), i64::MAX);
         let to = until.saturating_add(1);
@@ -93,24 +94,36 @@ impl AnomalyStore for SqliteStore {
             let read = super::usage::run_blocking(|| {
                 sync.read(|conn| {
                     let mut stmt = conn.prepare_cached(BLOCK_PAGE)?;
-                    let mut failed = None;
-                    let events = event_blocks::events_after(after, until, limit, |last| {
-                        let (first_at, id) = last.unwrap_or(start);
-                        let page = stmt
-                            .query_map(
-                                rusqlite::params![first_at, id, to, BLOCKS_PER_PAGE, after],
-                                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                            )
-                            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
-                        page.or_else(|e| {
-                            failed = Some(e);
-                            Ok(Vec::new())
-                        })
-                    });
-                    match failed {
-                        Some(e) => Err(e),
-                        None => Ok(events),
+                    let mut collect = event_blocks::EventsAfter::new(after, until, limit, out);
+                    let mut last = start;
+                    // Rows are stepped one at a time and their blobs borrowed, not
+                    // copied: the read stops at the first block it does not need.
+                    'pages: loop {
+                        let mut rows = stmt.query(rusqlite::params![
+                            last.0,
+                            last.1,
+                            to,
+                            BLOCKS_PER_PAGE,
+                            after
+                        ])?;
+                        let mut n = 0;
+                        while let Some(r) = rows.next()? {
+                            n += 1;
+                            let (id, first_at): (i64, i64) = (r.get(0)?, r.get(1)?);
+                            if !collect.needs_block_at(first_at) {
+                                break 'pages;
+                            }
+                            if let Err(e) = collect.add(first_at, r.get_ref(2)?.as_blob()?) {
+                                return Ok(Err(e));
+                            }
+                            last = (first_at, id);
+                        }
+                        if n < BLOCKS_PER_PAGE {
+                            break;
+                        }
                     }
+                    collect.finish();
+                    Ok(Ok(()))
                 })
             });
             if let Some(answer) = read {
@@ -128,7 +141,7 @@ impl AnomalyStore for SqliteStore {
             pages.push(page);
         }
         let mut pages = pages.into_iter();
-        event_blocks::events_after(after, until, limit, |_| {
+        event_blocks::events_after(after, until, limit, out, |_| {
             Ok(pages.next().unwrap_or_default())
         })
     }

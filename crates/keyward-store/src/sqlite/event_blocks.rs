@@ -4,10 +4,13 @@
 //! event's storage competes with verify for the same cores. As one row each (eight
 //! columns, uuids as text, an index on the time) an event cost ~2.6 µs of CPU to
 //! insert: binding, two B-tree inserts, WAL pages for ~150 bytes of row and index. A
-//! block is one row holding up to [`MAX_EVENTS`] events packed with `postcard` (uuids as
-//! 16 bytes, times as varint offsets from the block's first, a length per event so
-//! that reads skip events outside their time range): one B-tree insert per block, half
-//! the bytes per event.
+//! block is one row holding up to [`MAX_EVENTS`] events: one B-tree insert per block.
+//! Inside, the distinct shapes of its events (key, identity, code, address, scopes,
+//! tags) are stored once, and each event as three varints: its time after the block's
+//! first, its shape, its latency. A busy block holds thousands of events of a few keys
+//! from a few addresses, so an event takes about 5 bytes (a row took ~150, the first
+//! block format ~60): less to write through the WAL, to checkpoint, to read back and to
+//! keep for the retention period.
 //!
 //! Every read of raw events is a range of time (top sources, who still uses a key, the
 //! anomaly tail, retention), so each block records the times of its first and last
@@ -20,9 +23,11 @@
 //! write by [`blocks`] and by `tests::blocks_are_sorted_and_bounded`).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::ops::{Bound, RangeBounds};
 
+use keyward_core::VerifyCode;
 use keyward_core::usage::{UsageEvent, UsageTags};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -35,10 +40,14 @@ pub(crate) const MAX_EVENTS: usize = 4096;
 /// blocks that start up to this long before it: short, as the writer's batches are
 /// (200 ms); a batch that spans more (events retried after an outage) takes more blocks.
 pub(crate) const MAX_SPAN_MICROS: i64 = 500_000;
-/// The first byte of every block: the encoding below.
+/// The first byte of a block written by versions before 0.150: one postcard record per
+/// event ([`Packed`]). Still read; no longer written.
 const FORMAT_POSTCARD_V1: u8 = 1;
+/// The first byte of every block written now: a table of the distinct shapes of its
+/// events, then three varints per event (see [`blocks`]).
+const FORMAT_SHAPES_V2: u8 = 2;
 
-/// One event as a block stores it, after its time (see [`blocks`] for the layout).
+/// What a version 1 block stores of one event, after its time.
 #[derive(Serialize, Deserialize)]
 struct Packed<'a> {
     key_id: Option<[u8; 16]>,
@@ -54,6 +63,79 @@ struct Packed<'a> {
     tags: Option<UsageTags>,
 }
 
+/// Everything of an event but its time and latency: a version 2 block stores each
+/// distinct shape once, and every event as a reference to one. A busy block holds
+/// thousands of events of a few keys from a few addresses, so an event takes about 5
+/// bytes instead of about 60 (less to write through the WAL, to checkpoint, to read back
+/// and to keep for the retention period).
+#[derive(Serialize, Deserialize)]
+struct Shape<'a> {
+    key_id: Option<[u8; 16]>,
+    identity_id: Option<[u8; 16]>,
+    /// The contract's code, as text (see [`Packed::code`]).
+    #[serde(borrow)]
+    code: Cow<'a, str>,
+    ip: Option<IpAddr>,
+    #[serde(borrow)]
+    scopes: Vec<Cow<'a, str>>,
+    tags: Option<Cow<'a, UsageTags>>,
+}
+
+impl<'a> Shape<'a> {
+    fn of(e: &'a UsageEvent) -> Shape<'a> {
+        Shape {
+            key_id: e.key_id.map(|k| *k.as_bytes()),
+            identity_id: e.identity_id.map(|k| *k.as_bytes()),
+            code: Cow::Borrowed(e.code.as_str()),
+            ip: e.ip,
+            scopes: e.scopes.iter().map(|s| Cow::Borrowed(s.as_str())).collect(),
+            tags: e.tags.as_ref().map(Cow::Borrowed),
+        }
+    }
+}
+
+/// An event as a key of the table of shapes: equal when everything but the time and the
+/// latency is (no copy of the event, nothing allocated per event).
+struct SameShape<'a>(&'a UsageEvent);
+
+impl SameShape<'_> {
+    #[allow(clippy::type_complexity)]
+    fn fields(
+        &self,
+    ) -> (
+        Option<Uuid>,
+        Option<Uuid>,
+        VerifyCode,
+        Option<IpAddr>,
+        &[String],
+        Option<&UsageTags>,
+    ) {
+        let e = self.0;
+        (
+            e.key_id,
+            e.identity_id,
+            e.code,
+            e.ip,
+            &e.scopes,
+            e.tags.as_ref(),
+        )
+    }
+}
+
+impl PartialEq for SameShape<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields() == other.fields()
+    }
+}
+
+impl Eq for SameShape<'_> {}
+
+impl std::hash::Hash for SameShape<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.fields().hash(h);
+    }
+}
+
 /// A block ready to insert.
 pub(crate) struct Block {
     pub first_at: i64,
@@ -62,16 +144,18 @@ pub(crate) struct Block {
     pub bytes: Vec<u8>,
 }
 
+fn pack_err(e: postcard::Error) -> StoreError {
+    StoreError::Corrupt(format!("a usage event could not be packed: {e}"))
+}
+
 /// Packs `events` (any order) into blocks sorted by time, each within the limits above.
 ///
-/// Layout: the format byte, then per event, in time order: its time as µs after the
-/// block's `first_at` and the length of what follows (postcard varints), then the rest
-/// of it ([`Packed`], postcard). The lengths let a read of a time range skip the events
-/// outside it without decoding them: the anomaly tail reads the recent end of blocks
-/// many times a second.
+/// Layout (version 2): the format byte; the number of shapes, then each shape as its
+/// length and its [`Shape`] (postcard); then per event, in time order, three postcard
+/// varints: its time as µs after the block's `first_at`, the index of its shape, and its
+/// latency. A read of a time range skips the events outside it by reading their varints,
+/// and decodes only the shapes its events use.
 pub(crate) fn blocks(events: &[UsageEvent]) -> Result<Vec<Block>> {
-    let pack_err =
-        |e: postcard::Error| StoreError::Corrupt(format!("a usage event could not be packed: {e}"));
     let mut order: Vec<(i64, usize)> = events
         .iter()
         .enumerate()
@@ -80,7 +164,8 @@ pub(crate) fn blocks(events: &[UsageEvent]) -> Result<Vec<Block>> {
     order.sort_unstable();
     let mut out = Vec::new();
     let mut rest = &order[..];
-    let mut one = Vec::with_capacity(128);
+    let mut shapes: HashMap<SameShape<'_>, u64, foldhash::fast::RandomState> = HashMap::default();
+    let mut body = Vec::new();
     while let Some(&(first_at, _)) = rest.first() {
         let n = rest
             .iter()
@@ -88,25 +173,29 @@ pub(crate) fn blocks(events: &[UsageEvent]) -> Result<Vec<Block>> {
             .take_while(|(at, _)| at - first_at <= MAX_SPAN_MICROS)
             .count();
         let (these, later) = rest.split_at(n);
-        let mut bytes = Vec::with_capacity(1 + 72 * n);
-        bytes.push(FORMAT_POSTCARD_V1);
+        shapes.clear();
+        body.clear();
+        let mut table = Vec::new();
         for &(at, i) in these {
             let e = &events[i];
-            let packed = Packed {
-                key_id: e.key_id.map(|k| *k.as_bytes()),
-                identity_id: e.identity_id.map(|k| *k.as_bytes()),
-                code: Cow::Borrowed(e.code.as_str()),
-                ip: e.ip,
-                scopes: e.scopes.iter().map(|s| Cow::Borrowed(s.as_str())).collect(),
-                latency_us: e.latency_us,
-                tags: e.tags.clone(),
-            };
-            one.clear();
-            one = postcard::to_extend(&packed, one).map_err(pack_err)?;
-            bytes = postcard::to_extend(&((at - first_at) as u64), bytes).map_err(pack_err)?;
-            bytes = postcard::to_extend(&(one.len() as u64), bytes).map_err(pack_err)?;
-            bytes.extend_from_slice(&one);
+            let next = shapes.len() as u64;
+            let shape = *shapes.entry(SameShape(e)).or_insert_with(|| {
+                table.push(postcard::to_stdvec(&Shape::of(e)));
+                next
+            });
+            for v in [(at - first_at) as u64, shape, u64::from(e.latency_us)] {
+                body = postcard::to_extend(&v, body).map_err(pack_err)?;
+            }
         }
+        let mut bytes = Vec::with_capacity(16 + 64 * table.len() + body.len());
+        bytes.push(FORMAT_SHAPES_V2);
+        bytes = postcard::to_extend(&(table.len() as u64), bytes).map_err(pack_err)?;
+        for packed in table {
+            let packed = packed.map_err(pack_err)?;
+            bytes = postcard::to_extend(&(packed.len() as u64), bytes).map_err(pack_err)?;
+            bytes.extend_from_slice(&packed);
+        }
+        bytes.extend_from_slice(&body);
         let last_at = these.last().map_or(first_at, |(at, _)| *at);
         debug_assert!(last_at - first_at <= MAX_SPAN_MICROS);
         out.push(Block {
@@ -120,6 +209,31 @@ pub(crate) fn blocks(events: &[UsageEvent]) -> Result<Vec<Block>> {
     Ok(out)
 }
 
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("usage event block: {what}"))
+}
+
+/// The time of an event `after_first` µs after its block's `first_at`.
+fn event_time(first_at: i64, after_first: u64) -> Result<i64> {
+    i64::try_from(after_first)
+        .ok()
+        .and_then(|d| first_at.checked_add(d))
+        .ok_or_else(|| corrupt("time"))
+}
+
+/// Whether an event at `at` (sorted by time) is in `times`: `Some(false)` to skip it,
+/// `None` once past the end of the range.
+fn in_range(times: &impl RangeBounds<i64>, at: i64) -> Option<bool> {
+    if times.contains(&at) {
+        return Some(true);
+    }
+    match times.end_bound() {
+        Bound::Included(end) if at > *end => None,
+        Bound::Excluded(end) if at >= *end => None,
+        _ => Some(false),
+    }
+}
+
 /// The events of a block (`first_at` as stored with it) whose time (µs) is in `times`,
 /// in time order; of those, `keep` picks which to return (it sees the time, the key
 /// and the code). Events outside `times` are skipped without being decoded.
@@ -127,16 +241,104 @@ pub(crate) fn events(
     first_at: i64,
     bytes: &[u8],
     times: impl RangeBounds<i64>,
+    keep: impl FnMut(i64, Option<Uuid>, &str) -> bool,
+    out: &mut Vec<UsageEvent>,
+) -> Result<()> {
+    match bytes.split_first() {
+        None => Err(corrupt("empty")),
+        Some((&FORMAT_SHAPES_V2, rest)) => events_v2(first_at, rest, times, keep, out),
+        Some((&FORMAT_POSTCARD_V1, rest)) => events_v1(first_at, rest, times, keep, out),
+        Some((format, _)) => Err(corrupt(&format!("unknown format {format}"))),
+    }
+}
+
+/// A shape of a version 2 block, decoded once for all its events.
+struct Decoded {
+    key_id: Option<Uuid>,
+    identity_id: Option<Uuid>,
+    code: VerifyCode,
+    ip: Option<IpAddr>,
+    scopes: Vec<String>,
+    tags: Option<UsageTags>,
+}
+
+fn events_v2(
+    first_at: i64,
+    mut rest: &[u8],
+    times: impl RangeBounds<i64>,
     mut keep: impl FnMut(i64, Option<Uuid>, &str) -> bool,
     out: &mut Vec<UsageEvent>,
 ) -> Result<()> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("usage event block: {what}"));
-    let Some((&format, mut rest)) = bytes.split_first() else {
-        return Err(corrupt("empty"));
-    };
-    if format != FORMAT_POSTCARD_V1 {
-        return Err(corrupt(&format!("unknown format {format}")));
+    let (n, r) = varint(rest)?;
+    rest = r;
+    // The shapes' bytes now, decoded when an event first needs them.
+    let mut packed = Vec::new();
+    for _ in 0..n {
+        let (len, r) = varint(rest)?;
+        let len = usize::try_from(len).map_err(|_| corrupt("length"))?;
+        if r.len() < len {
+            return Err(corrupt("length"));
+        }
+        let (this, r) = r.split_at(len);
+        packed.push(this);
+        rest = r;
     }
+    let mut decoded: Vec<Option<Decoded>> = Vec::new();
+    decoded.resize_with(packed.len(), || None);
+    while !rest.is_empty() {
+        let (after_first, r) = varint(rest)?;
+        let (shape, r) = varint(r)?;
+        let (latency_us, r) = varint(r)?;
+        rest = r;
+        let at = event_time(first_at, after_first)?;
+        match in_range(&times, at) {
+            None => break,
+            Some(false) => continue,
+            Some(true) => {}
+        }
+        let i = usize::try_from(shape)
+            .ok()
+            .filter(|i| *i < packed.len())
+            .ok_or_else(|| corrupt("shape"))?;
+        let d = match &mut decoded[i] {
+            Some(d) => d,
+            slot => {
+                let s: Shape<'_> =
+                    postcard::from_bytes(packed[i]).map_err(|e| corrupt(&e.to_string()))?;
+                slot.insert(Decoded {
+                    key_id: s.key_id.map(Uuid::from_bytes),
+                    identity_id: s.identity_id.map(Uuid::from_bytes),
+                    code: crate::usage::parse_code(&s.code)?,
+                    ip: s.ip,
+                    scopes: s.scopes.into_iter().map(Cow::into_owned).collect(),
+                    tags: s.tags.map(Cow::into_owned),
+                })
+            }
+        };
+        if !keep(at, d.key_id, d.code.as_str()) {
+            continue;
+        }
+        out.push(UsageEvent {
+            at: chrono::DateTime::from_timestamp_micros(at).ok_or_else(|| corrupt("time"))?,
+            key_id: d.key_id,
+            identity_id: d.identity_id,
+            code: d.code,
+            ip: d.ip,
+            scopes: d.scopes.clone(),
+            latency_us: u32::try_from(latency_us).map_err(|_| corrupt("latency"))?,
+            tags: d.tags.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn events_v1(
+    first_at: i64,
+    mut rest: &[u8],
+    times: impl RangeBounds<i64>,
+    mut keep: impl FnMut(i64, Option<Uuid>, &str) -> bool,
+    out: &mut Vec<UsageEvent>,
+) -> Result<()> {
     while !rest.is_empty() {
         let (after_first, r) = varint(rest)?;
         let (len, r) = varint(r)?;
@@ -146,17 +348,11 @@ pub(crate) fn events(
         }
         let (this, r) = r.split_at(len);
         rest = r;
-        let at = i64::try_from(after_first)
-            .ok()
-            .and_then(|d| first_at.checked_add(d))
-            .ok_or_else(|| corrupt("time"))?;
-        if !times.contains(&at) {
-            // Sorted by time: past the end of the range, nothing more is in it.
-            match times.end_bound() {
-                Bound::Included(end) if at > *end => break,
-                Bound::Excluded(end) if at >= *end => break,
-                _ => continue,
-            }
+        let at = event_time(first_at, after_first)?;
+        match in_range(&times, at) {
+            None => break,
+            Some(false) => continue,
+            Some(true) => {}
         }
         let p: Packed = postcard::from_bytes(this).map_err(|e| corrupt(&e.to_string()))?;
         let key_id = p.key_id.map(Uuid::from_bytes);
@@ -186,47 +382,89 @@ fn varint(bytes: &[u8]) -> Result<(u64, &[u8])> {
 /// A stored block as read back: id, first event time, packed events.
 pub(crate) type StoredBlock = (i64, i64, Vec<u8>);
 
-/// The events of `(after, until]` (µs) in time order, at most `limit`, from the blocks
-/// `next_page` hands over in order of `(first_at, id)`: each call gets the last block
-/// seen (`None` at first) and returns the next few, empty at the end. Blocks are read
-/// only until the first `limit` events are certain: every block still unread starts at
-/// or after the last one read.
+/// Collects the events of `(after, until]` (µs) in time order, at most `limit`, from
+/// blocks handed over in order of `(first_at, id)`. Blocks are decoded only until the
+/// first `limit` events are certain: every block still unread starts at or after the
+/// next one's `first_at`, so the events before that are complete. Deciding this per
+/// block, not per page of blocks, keeps a tail that takes a few thousand events at a time
+/// from decoding (and copying) a whole page of 4,096-event blocks for each page it takes.
+pub(crate) struct EventsAfter<'o> {
+    after: i64,
+    until: i64,
+    limit: usize,
+    out: &'o mut Vec<UsageEvent>,
+}
+
+impl<'o> EventsAfter<'o> {
+    /// Collects into `out`, emptied first.
+    pub(crate) fn new(
+        after: i64,
+        until: i64,
+        limit: usize,
+        out: &'o mut Vec<UsageEvent>,
+    ) -> EventsAfter<'o> {
+        out.clear();
+        EventsAfter {
+            after,
+            until,
+            limit,
+            out,
+        }
+    }
+
+    /// Whether a block starting at `first_at` (and every later one) can still matter.
+    pub(crate) fn needs_block_at(&self, first_at: i64) -> bool {
+        self.out
+            .iter()
+            .filter(|e| e.at.timestamp_micros() < first_at)
+            .count()
+            < self.limit
+    }
+
+    /// Takes the events of the next block in order.
+    pub(crate) fn add(&mut self, first_at: i64, bytes: &[u8]) -> Result<()> {
+        events(
+            first_at,
+            bytes,
+            (Bound::Excluded(self.after), Bound::Included(self.until)),
+            |_, _, _| true,
+            self.out,
+        )
+    }
+
+    /// Leaves the first `limit` events, in time order, in `out`.
+    pub(crate) fn finish(self) {
+        self.out.sort_by_key(|e| e.at);
+        self.out.truncate(self.limit);
+    }
+}
+
+/// [`EventsAfter`] into `out` over the blocks `next_page` hands over: each call gets the
+/// last block seen (`None` at first) and returns the next few, empty at the end.
 pub(crate) fn events_after(
     after: i64,
     until: i64,
     limit: usize,
+    out: &mut Vec<UsageEvent>,
     mut next_page: impl FnMut(Option<(i64, i64)>) -> Result<Vec<StoredBlock>>,
-) -> Result<Vec<UsageEvent>> {
-    let mut out = Vec::new();
+) -> Result<()> {
+    let mut collect = EventsAfter::new(after, until, limit, out);
     let mut last_seen = None;
-    loop {
+    'pages: loop {
         let page = next_page(last_seen)?;
-        let Some(&(id, first_at, _)) = page.last() else {
+        if page.is_empty() {
             break;
-        };
-        last_seen = Some((first_at, id));
-        for (_, first, bytes) in &page {
-            events(
-                *first,
-                bytes,
-                (Bound::Excluded(after), Bound::Included(until)),
-                |_, _, _| true,
-                &mut out,
-            )?;
         }
-        // Unread blocks start at `first_at` or later: what is before it is complete.
-        if out
-            .iter()
-            .filter(|e| e.at.timestamp_micros() < first_at)
-            .count()
-            >= limit
-        {
-            break;
+        for (id, first_at, bytes) in &page {
+            if !collect.needs_block_at(*first_at) {
+                break 'pages;
+            }
+            collect.add(*first_at, bytes)?;
+            last_seen = Some((*first_at, *id));
         }
     }
-    out.sort_by_key(|e| e.at);
-    out.truncate(limit);
-    Ok(out)
+    collect.finish();
+    Ok(())
 }
 
 /// Adds up, per source address, the events of `blocks` in `[from, to)` that `keep`
@@ -274,6 +512,34 @@ mod tests {
             scopes: (0..(n % 3)).map(|i| format!("orders:{i}")).collect(),
             latency_us: n as u32,
             tags: (n.is_multiple_of(4)).then(|| UsageTags::from([("job".into(), format!("j{n}"))])),
+        }
+    }
+
+    /// A block as versions before format 2 wrote it (one postcard record per event).
+    fn block_v1(events: &[UsageEvent]) -> Block {
+        let first_at = events[0].at.timestamp_micros();
+        let mut bytes = vec![FORMAT_POSTCARD_V1];
+        for e in events {
+            let one = postcard::to_stdvec(&Packed {
+                key_id: e.key_id.map(|k| *k.as_bytes()),
+                identity_id: e.identity_id.map(|k| *k.as_bytes()),
+                code: Cow::Borrowed(e.code.as_str()),
+                ip: e.ip,
+                scopes: e.scopes.iter().map(|s| Cow::Borrowed(s.as_str())).collect(),
+                latency_us: e.latency_us,
+                tags: e.tags.clone(),
+            })
+            .unwrap();
+            let at = (e.at.timestamp_micros() - first_at) as u64;
+            bytes = postcard::to_extend(&at, bytes).unwrap();
+            bytes = postcard::to_extend(&(one.len() as u64), bytes).unwrap();
+            bytes.extend_from_slice(&one);
+        }
+        Block {
+            first_at,
+            last_at: events.last().unwrap().at.timestamp_micros(),
+            count: events.len() as i64,
+            bytes,
         }
     }
 
@@ -362,6 +628,81 @@ mod tests {
     }
 
     #[test]
+    fn a_page_of_events_decodes_only_the_blocks_it_needs() {
+        let base = 1_780_000_000_000_000;
+        // Three full blocks one after another, then one that would fail to decode.
+        let input: Vec<_> = (0..3 * MAX_EVENTS as u128)
+            .map(|n| event(base + n as i64 * 10, n))
+            .collect();
+        let mut stored: Vec<StoredBlock> = blocks(&input)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| (i as i64, b.first_at, b.bytes))
+            .collect();
+        assert_eq!(stored.len(), 3);
+        let end = base + 3 * MAX_EVENTS as i64 * 10;
+        stored.push((3, end, vec![9, 9, 9]));
+        let mut pages = stored.chunks(2).map(<[StoredBlock]>::to_vec);
+        let mut page = vec![event(0, 1)];
+        events_after(base - 1, end + 1, MAX_EVENTS + 10, &mut page, |_| {
+            Ok(pages.next().unwrap_or_default())
+        })
+        .unwrap();
+        let times: Vec<i64> = page.iter().map(|e| e.at.timestamp_micros()).collect();
+        let expected: Vec<i64> = (0..MAX_EVENTS as i64 + 10).map(|n| base + n * 10).collect();
+        assert_eq!(times, expected, "the first events, in order");
+        // Asked for everything, the damaged block is reached and reported.
+        let mut pages = stored.chunks(2).map(<[StoredBlock]>::to_vec);
+        let read = events_after(base - 1, end + 1, usize::MAX, &mut page, |_| {
+            Ok(pages.next().unwrap_or_default())
+        });
+        assert!(read.is_err());
+    }
+
+    #[test]
+    fn blocks_of_the_first_format_still_read_back() {
+        let base = 1_780_000_000_000_000;
+        let input: Vec<_> = (0..300u128)
+            .map(|n| event(base + n as i64 * 1000, n))
+            .collect();
+        let old = block_v1(&input);
+        assert_eq!(decode_all(std::slice::from_ref(&old)), input);
+        let mut out = Vec::new();
+        let range = (
+            Bound::Excluded(base + 10_000),
+            Bound::Included(base + 20_000),
+        );
+        events(old.first_at, &old.bytes, range, |_, _, _| true, &mut out).unwrap();
+        assert_eq!(out, input[11..=20]);
+    }
+
+    #[test]
+    fn an_event_of_a_busy_block_takes_a_few_bytes() {
+        let base = 1_780_000_000_000_000;
+        // A busy node: three keys, two addresses, one scope each, a tagged job.
+        let input: Vec<_> = (0..MAX_EVENTS as u128)
+            .map(|n| {
+                let mut e = event(base + n as i64 * 100, 1);
+                e.key_id = Some(Uuid::from_u128(n % 3));
+                e.ip = Some(
+                    ["10.0.0.1", "2001:db8::9"][(n % 2) as usize]
+                        .parse()
+                        .unwrap(),
+                );
+                e.latency_us = (n % 700) as u32;
+                e
+            })
+            .collect();
+        let blocks = blocks(&input).unwrap();
+        assert_eq!(blocks.len(), 1);
+        let per_event = blocks[0].bytes.len() as f64 / input.len() as f64;
+        assert!(per_event < 8.0, "{per_event} bytes per event");
+        assert!(block_v1(&input).bytes.len() as f64 / input.len() as f64 > 40.0);
+        assert_eq!(decode_all(&blocks), input);
+    }
+
+    #[test]
     fn a_damaged_block_is_an_error_not_a_panic() {
         let blocks = blocks(&[event(1_780_000_000_000_000, 4)]).unwrap();
         let mut bytes = blocks[0].bytes.clone();
@@ -372,5 +713,36 @@ mod tests {
         bytes[0] = 9;
         let mut out = Vec::new();
         assert!(events(0, &bytes, .., |_, _, _| true, &mut out).is_err());
+        // A reference to a shape the block does not have.
+        let two = super::blocks(&[event(0, 4), event(10, 4)]).unwrap();
+        let mut bytes = two[0].bytes.clone();
+        let last = bytes.len() - 2; // the second event's shape (latency 4 is one byte)
+        bytes[last] = 1;
+        assert!(events(0, &bytes, .., |_, _, _| true, &mut out).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_bytes_make_a_read_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+            format in 1u8..=2,
+            first_at in proptest::num::i64::ANY,
+        ) {
+            let mut block = vec![format];
+            block.extend_from_slice(&bytes);
+            let mut out = Vec::new();
+            let _ = events(first_at, &block, .., |_, _, _| true, &mut out);
+            let _ = events(first_at, &block, 0..1_000, |_, k, _| k.is_some(), &mut out);
+        }
+
+        #[test]
+        fn a_flipped_byte_never_makes_a_read_panic(at in 0usize..10_000, value in proptest::num::u8::ANY) {
+            let input: Vec<_> = (0..200u128).map(|n| event(1_780_000_000_000_000 + n as i64, n)).collect();
+            let mut bytes = blocks(&input).unwrap().remove(0).bytes;
+            let at = at % bytes.len();
+            bytes[at] = value;
+            let mut out = Vec::new();
+            let _ = events(1_780_000_000_000_000, &bytes, .., |_, _, _| true, &mut out);
+        }
     }
 }

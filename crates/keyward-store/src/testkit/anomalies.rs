@@ -286,19 +286,31 @@ pub async fn usage_events_read_back_in_time_order(store: &dyn Store) {
         })
         .collect();
     store.record_usage(&events).await.unwrap();
-    let got = store
-        .usage_events_after(t0 - Duration::seconds(1), t0 + Duration::seconds(10), 100)
+    let mut got = Vec::new();
+    store
+        .usage_events_after(
+            t0 - Duration::seconds(1),
+            t0 + Duration::seconds(10),
+            100,
+            &mut got,
+        )
         .await
         .unwrap();
     assert_eq!(got, events);
     // `after` is exclusive, `until` inclusive, `limit` counts.
-    let got = store
-        .usage_events_after(events[2].at, events[5].at, 100)
+    // What `out` held before is replaced.
+    store
+        .usage_events_after(events[2].at, events[5].at, 100, &mut got)
         .await
         .unwrap();
     assert_eq!(got, events[3..=5].to_vec());
-    let got = store
-        .usage_events_after(t0 - Duration::seconds(1), t0 + Duration::seconds(10), 4)
+    store
+        .usage_events_after(
+            t0 - Duration::seconds(1),
+            t0 + Duration::seconds(10),
+            4,
+            &mut got,
+        )
         .await
         .unwrap();
     assert_eq!(got, events[..4].to_vec());
@@ -343,7 +355,11 @@ pub async fn usage_events_page_through_large_and_late_batches(store: &dyn Store)
     let mut seen = Vec::new();
     let mut after = from;
     loop {
-        let mut page = store.usage_events_after(after, until, 1000).await.unwrap();
+        let mut page = Vec::new();
+        store
+            .usage_events_after(after, until, 1000, &mut page)
+            .await
+            .unwrap();
         assert!(page.windows(2).all(|w| w[0].at <= w[1].at), "in time order");
         let full = page.len() == 1000;
         let Some(last) = page.last().map(|e| e.at) else {
@@ -374,7 +390,11 @@ pub async fn usage_events_page_through_large_and_late_batches(store: &dyn Store)
     );
     let inside = all.iter().filter(|e| e.at > a && e.at <= b).count() as u64;
     assert_eq!(store.count_usage_events_after(a, b).await.unwrap(), inside);
-    let page = store.usage_events_after(a, b, 100_000).await.unwrap();
+    let mut page = Vec::new();
+    store
+        .usage_events_after(a, b, 100_000, &mut page)
+        .await
+        .unwrap();
     assert_eq!(page.len() as u64, inside);
 }
 
