@@ -69,6 +69,11 @@ pub struct CachedKey {
     pub identity_id: Uuid,
     pub rate_limits: Vec<RateLimitSpec>,
     pub expires_at: Option<Timestamp>,
+    /// What a gateway tells its upstream about this key (`Keyward-Identity`,
+    /// `Keyward-Key-Id`, `Keyward-Scopes`), built on its first request through a gateway
+    /// rather than three strings per request. It goes with the entry: a changed key is
+    /// a new entry, with its own.
+    pub upstream_headers: std::sync::OnceLock<[Option<http::HeaderValue>; 3]>,
 }
 
 #[derive(Debug, Clone)]
@@ -654,6 +659,7 @@ impl Verifier {
             last_used_queued: AtomicBool::new(false),
             last_written_micros: AtomicI64::new(stored_last_use),
             loaded_at: Instant::now(),
+            upstream_headers: std::sync::OnceLock::new(),
         })
     }
 }

@@ -196,16 +196,23 @@ async fn check(
     }
 }
 
-/// The identity headers the upstream trusts.
+/// The identity headers the upstream trusts, built once per cached key.
 fn identity_headers(h: &mut http::HeaderMap, key: &CachedKey) {
-    let put = |h: &mut http::HeaderMap, name, value: String| {
-        if let Ok(v) = HeaderValue::try_from(value) {
-            h.insert(name, v);
+    let [identity, key_id, scopes] = key.upstream_headers.get_or_init(|| {
+        // Ids are hex and dashes and scopes validated names: always valid values, but
+        // a value that is not is left out rather than sent empty.
+        let value = |s: String| HeaderValue::try_from(s).ok();
+        [
+            value(key.identity_id.to_string()),
+            value(key.id.to_string()),
+            value(key.policy.scopes.join(" ")),
+        ]
+    });
+    for (name, value) in [(IDENTITY, identity), (KEY_ID, key_id), (SCOPES, scopes)] {
+        if let Some(v) = value {
+            h.insert(name, v.clone());
         }
-    };
-    put(h, IDENTITY, key.identity_id.to_string());
-    put(h, KEY_ID, key.id.to_string());
-    put(h, SCOPES, key.policy.scopes.join(" "));
+    }
 }
 
 /// The upstream's scheme, authority and base path, then the request's path and query.
