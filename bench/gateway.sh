@@ -9,6 +9,7 @@
 #
 #   bench/gateway.sh                 # DURATION=15 CONNS=32
 #   DURATION=5 bench/gateway.sh
+#   KEYWARD_BIN=../before/target/release/keyward bench/gateway.sh   # another build (A/B runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-15}
@@ -18,7 +19,10 @@ LOAD_CPU=${LOAD_CPU:-1}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
 command -v nginx >/dev/null || { echo "nginx is needed: apt-get install nginx" >&2; exit 2; }
-cargo build --release -q -p keyward
+if [ -z "${KEYWARD_BIN:-}" ]; then
+  cargo build --release -q -p keyward
+  KEYWARD_BIN=target/release/keyward
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -63,7 +67,7 @@ start_nginx proxy "$PROXY_CPU" "upstream backend { server 127.0.0.1:$up_port; ke
 wait_http "http://127.0.0.1:$up_port/"
 wait_http "http://127.0.0.1:$nginx_port/"
 
-TOKIO_WORKER_THREADS=1 KEYWARD_LOG=warn taskset -c "$PROXY_CPU" target/release/keyward gateway \
+TOKIO_WORKER_THREADS=1 KEYWARD_LOG=warn taskset -c "$PROXY_CPU" "$KEYWARD_BIN" gateway \
   --listen "127.0.0.1:$gw_port" --api-listen "127.0.0.1:$api_port" --data-dir "$work/data" \
   --upstream "http://127.0.0.1:$up_port" --require-scope bench:call \
   --route 'POST /orders=orders:write' 2>"$work/gateway.log" &
@@ -77,7 +81,7 @@ key=$(api "http://127.0.0.1:$api_port/v1/keys" -d "{\"identity_id\":\"$identity\
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" "http://127.0.0.1:$gw_port/")" = 200 ] || { echo "gateway sanity check failed" >&2; exit 1; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$gw_port/")" = 401 ] || { echo "gateway let a request without a key through" >&2; exit 1; }
 
-TOKIO_WORKER_THREADS=1 KEYWARD_LOG=warn taskset -c "$PROXY_CPU" target/release/keyward gateway \
+TOKIO_WORKER_THREADS=1 KEYWARD_LOG=warn taskset -c "$PROXY_CPU" "$KEYWARD_BIN" gateway \
   --listen "127.0.0.1:$bare_port" --data-dir "$work/data-bare" \
   --upstream "http://127.0.0.1:$up_port" --benchmark-without-checks 2>"$work/bare.log" &
 pids+=($!)

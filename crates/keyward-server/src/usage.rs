@@ -26,8 +26,12 @@ use tokio::sync::watch;
 use crate::usage_alerts::Alerts;
 use crate::verifier::CachedKey;
 
-/// How often the writer drains the queue.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How often the writer drains the queue. Each flush has a fixed cost (a transaction,
+/// handing the worker thread over for the blocking write): once a second rather than
+/// every 200 ms made a one-core gateway 5% faster (BENCHMARKS.md, "Gateway"). A process
+/// crash loses at most this much of usage; the queue (131,072 events) holds over two
+/// seconds of a core saturated with verify requests over HTTP.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Events per store transaction.
 const BATCH_MAX: usize = 5_000;
 /// Events kept for a retry while the store is unreachable; older ones are dropped (and

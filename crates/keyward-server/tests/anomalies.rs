@@ -61,7 +61,7 @@ impl Detect for TaggedEpisodes {
 fn settings() -> AnomalySettings {
     AnomalySettings {
         detectors: Arc::new(|| Box::<TaggedEpisodes>::default()),
-        lag: Duration::from_millis(600),
+        lag: keyward_server::usage::FLUSH_EVERY + Duration::from_millis(600),
         poll: Duration::from_millis(100),
         // Only the replay keeps a restart from alerting an ongoing episode again here.
         regroup: Duration::ZERO,
@@ -445,7 +445,7 @@ store_test!(multi_thread the_real_detectors_catch_key_guessing_from_live_traffic
 async fn the_real_detectors_catch_key_guessing_from_live_traffic(mut s: TestServer) {
     s.restart_with_parts(keyward_server::Parts {
         anomalies: AnomalySettings {
-            lag: Duration::from_millis(600),
+            lag: keyward_server::usage::FLUSH_EVERY + Duration::from_millis(600),
             poll: Duration::from_millis(100),
             ..AnomalySettings::default()
         },

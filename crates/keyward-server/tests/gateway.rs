@@ -524,7 +524,7 @@ async fn gateway_checks_are_usage_events(s: TestServer) {
             assert_eq!(r.status().as_u16(), want);
         }
     }
-    // The gateway node's usage writer flushes every 200 ms into the shared store.
+    // The gateway node's usage writer flushes every second into the shared store.
     let path = format!("/v1/usage?key_id={key_id}&bucket=minute");
     let mut total = serde_json::Value::Null;
     for _ in 0..50 {

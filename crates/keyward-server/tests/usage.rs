@@ -24,7 +24,7 @@ use keyward_store::usage::UsageSubject;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// Polls `path` until `done` holds for the answer (the writer flushes every 200 ms).
+/// Polls `path` until `done` holds for the answer (the writer flushes every second).
 async fn eventually(
     s: &TestServer,
     path: &str,
@@ -540,16 +540,23 @@ store_test!(usage_metrics_are_exported);
 async fn usage_metrics_are_exported(s: TestServer) {
     let v = s.verifier().await;
     s.verify(&v, "kw_nope", json!({})).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let m = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The latency histogram is recorded by the usage writer, on its next flush.
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = s
+            .http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains("keyward_verify_duration_seconds") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for name in [
         "keyward_verify_duration_seconds",
         "keyward_usage_queue_depth",

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use common::TestServer;
+use keyward_server::usage::FLUSH_EVERY;
 use keyward_server::webhooks::WebhookSettings;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -110,9 +111,9 @@ async fn a_hammered_rate_limit_alerts_once_per_window(mut s: TestServer) {
     // More refusals in the same window, over several writer flushes: no new alert.
     for _ in 0..5 {
         s.verify(&v, &key, json!({})).await;
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(FLUSH_EVERY / 2).await;
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(FLUSH_EVERY * 3 / 2).await;
     let found = alerts(&s, "key.rate_limited", &key_id).await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["key_id"], key_id.as_str());
@@ -146,7 +147,8 @@ async fn a_used_up_quota_alerts_once(s: TestServer) {
         s.verify(&v, &key, json!({})).await["code"],
         "USAGE_EXCEEDED"
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // After a flush that holds the second refusal: still the one alert.
+    tokio::time::sleep(FLUSH_EVERY * 3 / 2).await;
     let found = alerts(&s, "key.usage_exceeded", &key_id).await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["limit"], "remaining");

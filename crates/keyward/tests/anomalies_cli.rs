@@ -58,7 +58,7 @@ async fn anomalies_table_json_filters_and_policy() {
     let parts = keyward_server::Parts {
         anomalies: AnomalySettings {
             detectors: Arc::new(|| Box::new(EveryTagged)),
-            lag: Duration::from_millis(500),
+            lag: keyward_server::usage::FLUSH_EVERY + Duration::from_millis(500),
             poll: Duration::from_millis(100),
             ..AnomalySettings::default()
         },

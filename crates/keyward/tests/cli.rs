@@ -900,7 +900,7 @@ fn usage_and_posture_commands() {
     for _ in 0..3 {
         srv.kw(&["key", "verify", &key, "--ip", "10.0.0.7"]).ok();
     }
-    // The usage writer flushes every 200 ms.
+    // The usage writer flushes every second.
     let mut usage = Value::Null;
     for _ in 0..50 {
         usage = srv.json(&["usage", "--key", &key_id, "--bucket", "minute", "--top"]);

@@ -11,7 +11,7 @@
 //! delay ([`AnomalySettings::lag`]).
 //!
 //! The tail is by event time: each round reads the events with
-//! `cursor < at <= now - lag`. Events are written within about 200 ms of their time
+//! `cursor < at <= now - lag`. Events are written within about a second of their time
 //! (`usage.rs`), so the lag covers them; an event written later than that (a node that
 //! could not reach the store for a while) is not seen by the detectors.
 //!
@@ -91,6 +91,9 @@ pub struct AnomalySettings {
     pub enabled: bool,
     pub detectors: DetectorFactory,
     /// How far behind real time the tail reads, so events being written are complete.
+    /// **Architecture Invariant:** longer than the usage writer's flush interval
+    /// ([`crate::usage::FLUSH_EVERY`]) with room to spare, or the tail passes events
+    /// before they are stored and never sees them (test: `tests::the_lag_covers_a_flush`).
     pub lag: Duration,
     /// How often the leader reads new events.
     pub poll: Duration,
@@ -158,5 +161,15 @@ pub async fn enforce_retention(
         Ok(n) if n > 0 => tracing::info!(anomalies = n, "anomaly retention: removed old anomalies"),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "anomaly retention failed; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lag_covers_a_flush() {
+        assert!(AnomalySettings::default().lag >= 2 * crate::usage::FLUSH_EVERY);
     }
 }

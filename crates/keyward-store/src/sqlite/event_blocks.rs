@@ -37,8 +37,8 @@ use crate::{Result, StoreError};
 /// Events per block, at most.
 pub(crate) const MAX_EVENTS: usize = 4096;
 /// Event time one block spans, at most (µs). A read of a time range also reads the
-/// blocks that start up to this long before it: short, as the writer's batches are
-/// (200 ms); a batch that spans more (events retried after an outage) takes more blocks.
+/// blocks that start up to this long before it, so it is kept short; a writer's batch
+/// (a second of events, or more when retried after an outage) takes two blocks or more.
 pub(crate) const MAX_SPAN_MICROS: i64 = 500_000;
 /// The first byte of a block written by versions before 0.150: one postcard record per
 /// event ([`Packed`]). Still read; no longer written.

@@ -622,7 +622,7 @@ impl SqliteStore {
         let Some(ingest) = &self.usage_ingest else {
             return Ok(());
         };
-        // Checked before taking the write permit: the writer's tick asks every 200 ms.
+        // Checked before taking the write permit: the writer's tick asks every second.
         if !ingest.has_pending(only_aged) {
             return Ok(());
         }

@@ -16,7 +16,7 @@
 //! returns it survives the process crashing; an OS crash or power cut can lose the last
 //! batches written since the WAL was last synced (by a checkpoint or by any commit of
 //! the writer, which stays `FULL`: keys are durable when acknowledged). Usage events are
-//! telemetry already queued in memory for up to 200 ms before this; an fsync per batch
+//! telemetry already queued in memory for up to a second before this; an fsync per batch
 //! cost ~2% of a busy node's CPU. Events and the counts of them stay consistent either
 //! way: both are written in one transaction.
 //!
