@@ -239,15 +239,7 @@ async fn verify_traffic_raises_an_anomaly_with_evidence_and_a_signed_webhook(s: 
     assert_eq!(event["data"]["key_id"], key_id);
     assert_eq!(event["data"]["action_taken"], "notified");
     assert_eq!(event["data"]["evidence"]["ip"], "203.0.113.9");
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("keyward_anomaly_events_observed_total"),
         "{metrics}"

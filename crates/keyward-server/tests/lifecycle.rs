@@ -518,15 +518,7 @@ async fn operations_endpoints(s: TestServer) {
     r.ok(200);
     let v = s.verifier().await;
     s.verify(&v, "bad", json!({})).await;
-    let m = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.metrics().await;
     assert!(m.contains("keyward_verify_total"), "{m}");
     assert!(m.contains("keyward_http_requests_total"));
     assert!(m.contains("keyward_http_request_duration_seconds"));

@@ -543,15 +543,7 @@ async fn usage_metrics_are_exported(s: TestServer) {
     // The latency histogram is recorded by the usage writer, on its next flush.
     let mut m = String::new();
     for _ in 0..100 {
-        m = s
-            .http
-            .get(format!("{}/metrics", s.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        m = s.metrics().await;
         if m.contains("keyward_verify_duration_seconds") {
             break;
         }
