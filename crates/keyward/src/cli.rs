@@ -123,7 +123,7 @@ pub struct Global {
     /// webhook_old_version_before,
     /// usage_retention_days, usage_rollup_retention_days, audit_signing_key, cors_origin,
     /// tls_cert, tls_key, audit_log_file, token_key_rotation, anomaly_detection; values
-    /// are strings)
+    /// are strings; and a [gateway] table with the gateway flags' names)
     /// [env: KEYWARD_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -168,6 +168,7 @@ impl Global {
             audit_log_file: self.audit_log_file.clone(),
             token_key_rotation: self.token_key_rotation.clone(),
             anomaly_detection: self.anomaly_detection.clone(),
+            gateway: Default::default(),
         }
     }
 }

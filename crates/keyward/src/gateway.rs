@@ -1,5 +1,6 @@
 //! `keyward gateway`: the settings of `serve` plus the gateway's own (keyward-server
-//! `gateway/`). Each gateway flag also reads a `KEYWARD_*` variable; a flag wins.
+//! `gateway/`). Each gateway flag also reads a `KEYWARD_*` variable and a key of the
+//! settings file's `[gateway]` table; a flag wins, then the variable.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use clap::Args;
 use keyward_server::gateway::{GatewayConfig, Rules};
 
 use crate::error::CliError;
-use crate::settings::{Settings, parse_listen};
+use crate::settings::{GatewayFile, Settings, parse_listen};
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct GatewayArgs {
@@ -46,13 +47,15 @@ pub struct GatewayArgs {
     pub benchmark_without_checks: bool,
 }
 
-/// The gateway's configuration from flags, then the environment (read through `var`).
+/// The gateway's configuration from flags, then the environment (read through `var`),
+/// then the settings file's `[gateway]` table.
 pub fn config(
     args: &GatewayArgs,
     var: impl Fn(&str) -> Option<String>,
+    file: &GatewayFile,
 ) -> Result<GatewayConfig, CliError> {
     let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-    let list = |flags: &[String], name: &str| -> Vec<String> {
+    let list = |flags: &[String], name: &str, in_file: &[String]| -> Vec<String> {
         if !flags.is_empty() {
             return flags.to_vec();
         }
@@ -64,16 +67,21 @@ pub fn config(
                     .map(str::to_owned)
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_else(|| in_file.to_vec())
     };
     let usage = |e: String| CliError::Usage(e);
     let upstream = args
         .upstream
         .clone()
         .or_else(|| get("KEYWARD_UPSTREAM"))
+        .or_else(|| file.upstream.clone())
         .ok_or_else(|| usage("keyward gateway needs --upstream http://host:port".into()))?;
     let mut cfg = GatewayConfig::new(&upstream).map_err(usage)?;
-    cfg.require_scopes = list(&args.require_scope, "KEYWARD_REQUIRE_SCOPE");
+    cfg.require_scopes = list(
+        &args.require_scope,
+        "KEYWARD_REQUIRE_SCOPE",
+        &file.require_scope,
+    );
     for (i, s) in cfg.require_scopes.iter().enumerate() {
         keyward_core::scope::validate(s)
             .map_err(|e| usage(format!("invalid --require-scope #{} {s:?}: {e}", i + 1)))?;
@@ -81,7 +89,8 @@ pub fn config(
     let routes_file = args
         .routes_file
         .clone()
-        .or_else(|| get("KEYWARD_ROUTES_FILE").map(PathBuf::from));
+        .or_else(|| get("KEYWARD_ROUTES_FILE").map(PathBuf::from))
+        .or_else(|| file.routes_file.clone().map(PathBuf::from));
     if let Some(path) = routes_file {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| usage(format!("cannot read --routes-file {}: {e}", path.display())))?;
@@ -89,12 +98,18 @@ pub fn config(
             .map_err(|e| usage(format!("in --routes-file {}: {e}", path.display())))?;
         cfg.rules.extend(rules);
     }
+    let routes = if args.route.is_empty() {
+        &file.route
+    } else {
+        &args.route
+    };
     cfg.rules
-        .extend(Rules::parse_all(&args.route).map_err(|e| usage(format!("--route: {e}")))?);
+        .extend(Rules::parse_all(routes).map_err(|e| usage(format!("--route: {e}")))?);
     cfg.key_header = match args
         .key_header
         .clone()
         .or_else(|| get("KEYWARD_KEY_HEADER"))
+        .or_else(|| file.key_header.clone())
     {
         None => None,
         Some(h) => Some(
@@ -108,22 +123,28 @@ pub fn config(
         .api_listen
         .clone()
         .or_else(|| get("KEYWARD_API_LISTEN"))
+        .or_else(|| file.api_listen.clone())
     {
         None => None,
         Some(a) => Some(parse_listen(&a)?),
     };
-    cfg.trusted_proxies = list(&args.trusted_proxy, "KEYWARD_TRUSTED_PROXIES")
-        .iter()
-        .map(|p| {
-            p.parse::<ipnet::IpNet>()
-                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| usage(format!("invalid --trusted-proxy {p:?}: an address or CIDR")))
-        })
-        .collect::<Result<_, _>>()?;
+    cfg.trusted_proxies = list(
+        &args.trusted_proxy,
+        "KEYWARD_TRUSTED_PROXIES",
+        &file.trusted_proxy,
+    )
+    .iter()
+    .map(|p| {
+        p.parse::<ipnet::IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| usage(format!("invalid --trusted-proxy {p:?}: an address or CIDR")))
+    })
+    .collect::<Result<_, _>>()?;
     if let Some(t) = args
         .upstream_timeout
         .clone()
         .or_else(|| get("KEYWARD_UPSTREAM_TIMEOUT"))
+        .or_else(|| file.upstream_timeout.clone())
     {
         let secs = t
             .trim()
@@ -147,7 +168,7 @@ pub async fn run(
     master_key_file: Option<PathBuf>,
     args: &GatewayArgs,
 ) -> Result<(), CliError> {
-    let gateway = config(args, |k| std::env::var(k).ok())?;
+    let gateway = config(args, |k| std::env::var(k).ok(), &settings.gateway)?;
     if !gateway.checks {
         eprintln!("warning: --benchmark-without-checks: no key is checked; benchmarks only");
     }
@@ -186,6 +207,11 @@ mod tests {
                 ("KEYWARD_KEY_HEADER", "X-Api-Key"),
                 ("KEYWARD_UPSTREAM_TIMEOUT", "2.5"),
             ]),
+            &GatewayFile {
+                upstream: Some("http://127.0.0.1:2".into()),
+                key_header: Some("X-From-File".into()),
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(cfg.upstream.to_string(), "http://127.0.0.1:9000/");
@@ -198,7 +224,7 @@ mod tests {
 
     #[test]
     fn bad_settings_are_usage_errors_naming_the_flag() {
-        let bad = |args: GatewayArgs| match config(&args, env(&[])) {
+        let bad = |args: GatewayArgs| match config(&args, env(&[]), &GatewayFile::default()) {
             Err(CliError::Usage(m)) => m,
             other => panic!("expected a usage error, got {other:?}"),
         };
@@ -227,5 +253,51 @@ mod tests {
             ..Default::default()
         });
         assert!(m.contains("--upstream-timeout"));
+    }
+
+    #[test]
+    fn the_settings_file_gateway_table_applies_after_flags_and_environment() {
+        let file = crate::settings::Layer::from_toml(
+            r#"
+            listen = "127.0.0.1:8443"
+            [gateway]
+            upstream = "http://127.0.0.1:9000/api"
+            require_scope = ["orders:read"]
+            route = ["POST /orders=orders:write", "/admin=admin AND (ops OR oncall)"]
+            key_header = "X-Api-Key"
+            api_listen = "127.0.0.1:7071"
+            trusted_proxy = ["10.0.0.0/8"]
+            upstream_timeout = 2.5
+            "#,
+        )
+        .unwrap()
+        .gateway;
+        let cfg = config(&GatewayArgs::default(), env(&[]), &file).unwrap();
+        assert_eq!(cfg.upstream.to_string(), "http://127.0.0.1:9000/api");
+        assert_eq!(cfg.require_scopes, vec!["orders:read"]);
+        assert!(cfg.rules.matching("POST", "/orders/7").is_some());
+        assert!(cfg.rules.matching("GET", "/admin").is_some());
+        assert_eq!(cfg.key_header.unwrap().as_str(), "x-api-key");
+        assert_eq!(cfg.api_listen, Some("127.0.0.1:7071".parse().unwrap()));
+        assert_eq!(cfg.trusted_proxies, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(cfg.upstream_timeout, Duration::from_millis(2500));
+        // Whole seconds may be written as an integer; the environment wins over the file.
+        let file = crate::settings::Layer::from_toml("[gateway]\nupstream_timeout = 7\n")
+            .unwrap()
+            .gateway;
+        let cfg = config(
+            &GatewayArgs::default(),
+            env(&[
+                ("KEYWARD_UPSTREAM", "http://127.0.0.1:1"),
+                ("KEYWARD_REQUIRE_SCOPE", "a"),
+            ]),
+            &file,
+        )
+        .unwrap();
+        assert_eq!(cfg.upstream_timeout, Duration::from_secs(7));
+        assert_eq!(cfg.upstream.to_string(), "http://127.0.0.1:1/");
+        assert_eq!(cfg.require_scopes, vec!["a"]);
+        // A misspelt key is refused, not ignored.
+        assert!(crate::settings::Layer::from_toml("[gateway]\nupstreams = \"x\"\n").is_err());
     }
 }

@@ -51,6 +51,43 @@ pub struct Layer {
     pub token_key_rotation: Option<String>,
     /// Anomaly detection on the jobs leader: "on" or "off".
     pub anomaly_detection: Option<String>,
+    /// `keyward gateway`'s own settings: a `[gateway]` table of the file only (flags and
+    /// `KEYWARD_*` variables are read by `gateway::config`).
+    #[serde(default)]
+    pub gateway: GatewayFile,
+}
+
+/// The `[gateway]` table of a settings file: the gateway flags' names, with `_` for `-`;
+/// the repeatable ones as lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub require_scope: Vec<String>,
+    #[serde(default)]
+    pub route: Vec<String>,
+    pub routes_file: Option<String>,
+    pub key_header: Option<String>,
+    pub api_listen: Option<String>,
+    #[serde(default)]
+    pub trusted_proxy: Vec<String>,
+    /// Seconds: a number (`30`, `2.5`) or a string.
+    #[serde(default, deserialize_with = "seconds_text")]
+    pub upstream_timeout: Option<String>,
+}
+
+fn seconds_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seconds {
+        Number(f64),
+        Text(String),
+    }
+    Ok(Option::<Seconds>::deserialize(d)?.map(|s| match s {
+        Seconds::Number(n) => n.to_string(),
+        Seconds::Text(t) => t,
+    }))
 }
 
 impl fmt::Debug for Layer {
@@ -108,6 +145,7 @@ impl Layer {
             audit_log_file: get("KEYWARD_AUDIT_LOG_FILE"),
             token_key_rotation: get("KEYWARD_TOKEN_KEY_ROTATION"),
             anomaly_detection: get("KEYWARD_ANOMALY_DETECTION"),
+            gateway: GatewayFile::default(),
         }
     }
 
@@ -172,6 +210,8 @@ pub struct Settings {
     /// Anomaly detection on the jobs leader ("on" or "off"; `None`: on). Validated when
     /// `serve` needs it.
     pub anomaly_detection: Option<String>,
+    /// The `[gateway]` table of the settings file, if any.
+    pub gateway: GatewayFile,
 }
 
 impl fmt::Debug for Settings {
@@ -237,6 +277,7 @@ pub fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Settings {
         audit_log_file: pick(|l| &l.audit_log_file, layers).map(PathBuf::from),
         token_key_rotation: pick(|l| &l.token_key_rotation, layers),
         anomaly_detection: pick(|l| &l.anomaly_detection, layers),
+        gateway: file.gateway.clone(),
     }
 }
 
