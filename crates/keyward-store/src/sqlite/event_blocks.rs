@@ -24,6 +24,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::ops::{Bound, RangeBounds};
 
@@ -166,6 +167,8 @@ pub(crate) fn blocks(events: &[UsageEvent]) -> Result<Vec<Block>> {
     let mut rest = &order[..];
     let mut shapes: HashMap<SameShape<'_>, u64, foldhash::fast::RandomState> = HashMap::default();
     let mut body = Vec::new();
+    let mut table = Vec::new();
+    let mut one = Vec::with_capacity(128);
     while let Some(&(first_at, _)) = rest.first() {
         let n = rest
             .iter()
@@ -175,26 +178,29 @@ pub(crate) fn blocks(events: &[UsageEvent]) -> Result<Vec<Block>> {
         let (these, later) = rest.split_at(n);
         shapes.clear();
         body.clear();
-        let mut table = Vec::new();
+        table.clear();
         for &(at, i) in these {
             let e = &events[i];
             let next = shapes.len() as u64;
-            let shape = *shapes.entry(SameShape(e)).or_insert_with(|| {
-                table.push(postcard::to_stdvec(&Shape::of(e)));
-                next
-            });
+            let shape = match shapes.entry(SameShape(e)) {
+                Entry::Occupied(o) => *o.get(),
+                Entry::Vacant(v) => {
+                    // Each shape as its length and its record, into one table buffer.
+                    one.clear();
+                    one = postcard::to_extend(&Shape::of(e), one).map_err(pack_err)?;
+                    table = postcard::to_extend(&(one.len() as u64), table).map_err(pack_err)?;
+                    table.extend_from_slice(&one);
+                    *v.insert(next)
+                }
+            };
             for v in [(at - first_at) as u64, shape, u64::from(e.latency_us)] {
                 body = postcard::to_extend(&v, body).map_err(pack_err)?;
             }
         }
-        let mut bytes = Vec::with_capacity(16 + 64 * table.len() + body.len());
+        let mut bytes = Vec::with_capacity(16 + table.len() + body.len());
         bytes.push(FORMAT_SHAPES_V2);
-        bytes = postcard::to_extend(&(table.len() as u64), bytes).map_err(pack_err)?;
-        for packed in table {
-            let packed = packed.map_err(pack_err)?;
-            bytes = postcard::to_extend(&(packed.len() as u64), bytes).map_err(pack_err)?;
-            bytes.extend_from_slice(&packed);
-        }
+        bytes = postcard::to_extend(&(shapes.len() as u64), bytes).map_err(pack_err)?;
+        bytes.extend_from_slice(&table);
         bytes.extend_from_slice(&body);
         let last_at = these.last().map_or(first_at, |(at, _)| *at);
         debug_assert!(last_at - first_at <= MAX_SPAN_MICROS);
