@@ -72,8 +72,9 @@ pub struct CachedKey {
     /// What a gateway tells its upstream about this key (`Keyward-Identity`,
     /// `Keyward-Key-Id`, `Keyward-Scopes`), built on its first request through a gateway
     /// rather than three strings per request. It goes with the entry: a changed key is
-    /// a new entry, with its own.
-    pub upstream_headers: std::sync::OnceLock<[Option<http::HeaderValue>; 3]>,
+    /// a new entry, with its own. Boxed: every node caches keys, few are gateways, and
+    /// inline the three values would add ~120 bytes to each cached key.
+    pub upstream_headers: std::sync::OnceLock<Box<[Option<http::HeaderValue>; 3]>>,
 }
 
 #[derive(Debug, Clone)]

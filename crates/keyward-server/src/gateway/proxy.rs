@@ -201,16 +201,17 @@ async fn check(
 
 /// The identity headers the upstream trusts, built once per cached key.
 fn identity_headers(h: &mut http::HeaderMap, key: &CachedKey) {
-    let [identity, key_id, scopes] = key.upstream_headers.get_or_init(|| {
+    let headers = key.upstream_headers.get_or_init(|| {
         // Ids are hex and dashes and scopes validated names: always valid values, but
         // a value that is not is left out rather than sent empty.
         let value = |s: String| HeaderValue::try_from(s).ok();
-        [
+        Box::new([
             value(key.identity_id.to_string()),
             value(key.id.to_string()),
             value(key.policy.scopes.join(" ")),
-        ]
+        ])
     });
+    let [identity, key_id, scopes] = &**headers;
     for (name, value) in [(IDENTITY, identity), (KEY_ID, key_id), (SCOPES, scopes)] {
         if let Some(v) = value {
             h.insert(name, v.clone());
