@@ -511,7 +511,7 @@ pub async fn start_with_parts(
         );
     }
     let signing_keys = tokens::SigningKeys::new(store.clone(), vault.clone());
-    let state = AppState {
+    let state = AppState::new(state::SharedState {
         store: store.clone(),
         verifier: verifier.clone(),
         metrics,
@@ -521,7 +521,8 @@ pub async fn start_with_parts(
         audit_key: security.audit_signer.as_ref().map(|s| s.verifying_key()),
         throttle: Arc::new(throttle::Throttle::new(security.throttle)),
         tokens: signing_keys.clone(),
-    };
+    });
+
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
