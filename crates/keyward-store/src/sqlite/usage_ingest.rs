@@ -33,7 +33,7 @@ use keyward_core::usage::UsageEvent;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::BUSY_TIMEOUT;
-use super::event_blocks;
+use super::event_blocks::BlockPacker;
 use super::pending_rollups::{PendingRollups, SET_WATERMARK, SETTLE_EVERY, UuidText, write_counts};
 use crate::usage::{rollup_rows, scope_uses};
 use crate::{Result, StoreError};
@@ -60,6 +60,7 @@ pub(crate) struct UsageIngest {
 struct Ingest {
     conn: Option<Connection>,
     pending: PendingRollups,
+    packer: BlockPacker,
 }
 
 impl std::fmt::Debug for UsageIngest {
@@ -114,11 +115,15 @@ impl UsageIngest {
     /// holds the write permit.
     pub(crate) fn write(&self, events: &[UsageEvent]) -> Result<()> {
         let mut ingest = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let Ingest { conn, pending } = &mut *ingest;
+        let Ingest {
+            conn,
+            pending,
+            packer,
+        } = &mut *ingest;
         let settle = !self.defers() || pending.due_with(events);
         let written = self
             .connection(conn)
-            .and_then(|c| write_batch(c, events, settle.then_some(&*pending)));
+            .and_then(|c| write_batch(c, packer, events, settle.then_some(&*pending)));
         match written {
             Ok(_) if settle => pending.clear(),
             Ok(through_block) => pending.add(events, through_block),
@@ -168,7 +173,7 @@ impl UsageIngest {
             return Ok(());
         }
         let mut ingest = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let Ingest { conn, pending } = &mut *ingest;
+        let Ingest { conn, pending, .. } = &mut *ingest;
         if pending.is_empty() || (only_aged && !pending.aged()) {
             return Ok(());
         }
@@ -243,17 +248,29 @@ fn unavailable(e: rusqlite::Error) -> StoreError {
 /// transaction. Returns the id of the batch's last block.
 fn write_batch(
     conn: &mut Connection,
+    packer: &mut BlockPacker,
     events: &[UsageEvent],
     settle: Option<&PendingRollups>,
 ) -> rusqlite::Result<i64> {
-    let blocks = event_blocks::blocks(events)
-        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut insert = tx.prepare_cached(INSERT_BLOCK)?;
-        for b in &blocks {
-            insert.execute(params![b.first_at, b.last_at, b.count, b.bytes])?;
+        // A failed insert stops the packing; its own error is the one to report.
+        let mut failed = None;
+        let packed = packer.pack(events, |b| {
+            insert
+                .execute(params![b.first_at, b.last_at, b.count, b.bytes])
+                .map(drop)
+                .map_err(|e| {
+                    let stop = StoreError::Unavailable(e.to_string());
+                    failed = Some(e);
+                    stop
+                })
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
+        packed.map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
     }
     let through_block = tx.last_insert_rowid();
     if let Some(pending) = settle {
