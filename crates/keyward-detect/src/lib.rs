@@ -15,6 +15,7 @@ mod episode;
 pub mod events;
 mod guessing;
 mod key;
+mod key_states;
 mod net;
 mod networks;
 mod observe;
@@ -40,6 +41,7 @@ pub use crate::settings::DetectSettings;
 
 use crate::guessing::GuessTracker;
 use crate::key::{KeyState, Rotation};
+use crate::key_states::KeyStates;
 use crate::networks::IdentityNets;
 
 /// The size of one key's fixed state, without its capped lists' heap parts (networks:
@@ -47,12 +49,17 @@ use crate::networks::IdentityNets;
 /// [`Detectors::key_state_max_bytes`].
 pub const KEY_STATE_BYTES: usize = std::mem::size_of::<KeyState>();
 
+/// State by key or identity id. Ids are minted by Keyward, not chosen by clients, so a
+/// fast hasher is safe here (the detectors look up two per event; SipHash was ~3% of
+/// them).
+pub(crate) type KeyMap<V> = HashMap<Uuid, V, foldhash::fast::RandomState>;
+
 /// Every detector, with the baselines it has learned so far.
 #[derive(Debug, Default)]
 pub struct Detectors {
     settings: DetectSettings,
-    keys: HashMap<Uuid, KeyState>,
-    identities: HashMap<Uuid, IdentityNets>,
+    keys: KeyStates,
+    identities: KeyMap<IdentityNets>,
     guessing: GuessTracker,
     /// New networks waiting to be judged: (due, key), earliest first.
     pending: BinaryHeap<Reverse<(i64, Uuid)>>,
@@ -104,7 +111,7 @@ impl Detectors {
             grace_until: grace_until.timestamp_micros(),
         });
         let successor = old.inherited();
-        self.keys.entry(new_key).or_insert(successor);
+        self.keys.get_or_insert_with(new_key, || successor);
     }
 
     /// Judges the new networks whose confirmation window has ended by `at`: call it

@@ -41,13 +41,12 @@ pub fn event(d: &mut Detectors, e: &UsageEvent, now: i64, out: &mut Vec<Anomaly>
     let Some(key_id) = e.key_id else {
         return;
     };
-    if !d.keys.contains_key(&key_id) && d.keys.len() >= s.keys_max {
+    if !d.keys.contains(&key_id) && d.keys.len() >= s.keys_max {
         evict_half(&mut d.keys);
     }
     let state = d
         .keys
-        .entry(key_id)
-        .or_insert_with(|| KeyState::new(e.identity_id, now));
+        .get_or_insert_with(key_id, || KeyState::new(e.identity_id, now));
     if state.identity.is_none() {
         state.identity = e.identity_id;
     }
@@ -221,10 +220,10 @@ pub fn resolve_new_network(
 }
 
 /// Drops the least recently seen half of the keys (only past `keys_max`).
-fn evict_half(keys: &mut std::collections::HashMap<Uuid, KeyState>) {
+fn evict_half(keys: &mut crate::key_states::KeyStates) {
     let mut seen: Vec<i64> = keys.values().map(|k| k.last_seen).collect();
     let mid = seen.len() / 2;
     let (_, cut, _) = seen.select_nth_unstable(mid);
     let cut = *cut;
-    keys.retain(|_, k| k.last_seen > cut);
+    keys.retain(|k| k.last_seen > cut);
 }

@@ -2,7 +2,7 @@
 //! refusals. A burst of refusals for scopes it never used (several distinct ones), or
 //! far more refusals than usual, is SCOPE_PROBING.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use crate::decay::Decayed;
 use crate::settings::DetectSettings;
@@ -33,10 +33,10 @@ pub struct Probing {
     pub distinct_unknown: u32,
 }
 
+/// A scope's tag: a hash with a fixed seed (tags are compared within one process only,
+/// and scopes come from the key's own grants or its verifier's requests).
 fn tag(scope: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    scope.hash(&mut h);
-    h.finish() | 1
+    foldhash::fast::FixedState::with_seed(0x7363_6f70_6573).hash_one(scope) | 1
 }
 
 impl ScopeMemory {
