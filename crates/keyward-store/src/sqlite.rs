@@ -355,7 +355,8 @@ macro_rules! key_cols {
     () => {
         "k.id, k.identity_id, k.name, k.prefix, k.start, k.digest, k.scopes, k.created_at, \
          k.updated_at, k.expires_at, k.revoked_at, k.enabled, k.ip_allowlist, k.rate_limits, \
-         k.remaining, k.last_used_at, k.meta, k.rotated_from, k.rotated_to"
+         k.remaining, (SELECT u.at FROM key_last_used u WHERE u.key_id = k.id), k.meta, \
+         k.rotated_from, k.rotated_to"
     };
 }
 const KEY_COLS: usize = 19;
@@ -461,8 +462,8 @@ async fn insert_key(conn: &mut SqliteConnection, k: &KeyRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO keys (id, identity_id, name, prefix, start, digest, scopes, created_at, \
          updated_at, expires_at, revoked_at, enabled, ip_allowlist, rate_limits, remaining, \
-         last_used_at, meta, rotated_from, rotated_to) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         meta, rotated_from, rotated_to) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id_text(k.id))
     .bind(id_text(k.identity_id))
@@ -479,13 +480,20 @@ async fn insert_key(conn: &mut SqliteConnection, k: &KeyRecord) -> Result<()> {
     .bind(to_json(&k.ip_allowlist)?)
     .bind(to_json(&k.rate_limits)?)
     .bind(k.remaining)
-    .bind(opt_micros(k.last_used_at))
     .bind(to_json(&k.meta)?)
     .bind(k.rotated_from.map(id_text))
     .bind(k.rotated_to.map(id_text))
-    .execute(conn)
+    .execute(&mut *conn)
     .await
     .map_err(map_err)?;
+    if let Some(at) = k.last_used_at {
+        sqlx::query("INSERT INTO key_last_used (key_id, at) VALUES (?, ?)")
+            .bind(id_text(k.id))
+            .bind(micros(at))
+            .execute(conn)
+            .await
+            .map_err(map_err)?;
+    }
     Ok(())
 }
 
@@ -913,11 +921,12 @@ impl Store for SqliteStore {
                 .map(|(id, at)| (id_text(*id), micros(*at)))
                 .collect();
             sqlx::query(
-                "UPDATE keys SET last_used_at = u.at \
-                 FROM (SELECT json_extract(value, '$[0]') AS id, \
-                              max(json_extract(value, '$[1]')) AS at \
-                       FROM json_each(?) GROUP BY 1) AS u \
-                 WHERE keys.id = u.id AND (keys.last_used_at IS NULL OR keys.last_used_at < u.at)",
+                "INSERT INTO key_last_used (key_id, at) \
+                 SELECT json_extract(value, '$[0]'), max(json_extract(value, '$[1]')) \
+                 FROM json_each(?) WHERE json_extract(value, '$[0]') IN (SELECT id FROM keys) \
+                 GROUP BY 1 \
+                 ON CONFLICT (key_id) DO UPDATE SET at = excluded.at \
+                 WHERE excluded.at > key_last_used.at",
             )
             .bind(to_json(&batch)?)
             .execute(&mut *tx)

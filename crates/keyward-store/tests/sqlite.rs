@@ -376,3 +376,60 @@ async fn event_rows_of_an_earlier_version_move_into_blocks() {
         .unwrap();
     assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 10);
 }
+
+/// Last-use times stored in `keys` by versions before migration 0150 move to their own
+/// table when the store opens, and writes after that find them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_use_times_of_an_earlier_version_move_to_their_own_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = SqliteStore::open(&data).await.unwrap();
+    let i = testkit::identity("legacy");
+    store
+        .create_identity(&i, &testkit::audit("identity.create", i.id))
+        .await
+        .unwrap();
+    let (used, unused) = (testkit::key(i.id), testkit::key(i.id));
+    for k in [&used, &unused] {
+        store
+            .create_key(k, &testkit::audit("key.create", k.id))
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    drop(store);
+
+    // The schema as migration 0140 left it, with one key's last use in its row.
+    let at = keyward_core::time::truncate(chrono::Utc::now()) - chrono::Duration::hours(2);
+    {
+        let db = rusqlite::Connection::open(data.join("keyward.db")).unwrap();
+        db.execute_batch(
+            "DROP TABLE key_last_used; \
+             ALTER TABLE keys ADD COLUMN last_used_at INTEGER; \
+             DELETE FROM _sqlx_migrations WHERE version = 150;",
+        )
+        .unwrap();
+        db.execute(
+            "UPDATE keys SET last_used_at = ?1 WHERE id = ?2",
+            rusqlite::params![at.timestamp_micros(), used.id.to_string()],
+        )
+        .unwrap();
+    }
+
+    let store = SqliteStore::open(&data).await.unwrap();
+    let last_used = |k: uuid::Uuid| {
+        let store = &store;
+        async move { store.get_key(k).await.unwrap().unwrap().last_used_at }
+    };
+    assert_eq!(last_used(used.id).await, Some(at));
+    assert_eq!(last_used(unused.id).await, None);
+    // Later uses move it on; earlier ones do not move it back.
+    let later = at + chrono::Duration::minutes(5);
+    store
+        .record_last_used(&[(used.id, later), (unused.id, at)])
+        .await
+        .unwrap();
+    store.record_last_used(&[(used.id, at)]).await.unwrap();
+    assert_eq!(last_used(used.id).await, Some(later));
+    assert_eq!(last_used(unused.id).await, Some(at));
+}

@@ -148,8 +148,9 @@ impl UsageIngest {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut update = tx.prepare_cached(
-                    "UPDATE keys SET last_used_at = ?2 \
-                     WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+                    "INSERT INTO key_last_used (key_id, at) VALUES (?1, ?2) \
+                     ON CONFLICT (key_id) DO UPDATE SET at = excluded.at \
+                     WHERE excluded.at > key_last_used.at",
                 )?;
                 let mut id = UuidText::new();
                 for (key, at) in uses {
