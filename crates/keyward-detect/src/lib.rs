@@ -44,10 +44,12 @@ use crate::key::{KeyState, Rotation};
 use crate::key_states::KeyStates;
 use crate::networks::IdentityNets;
 
-/// The size of one key's fixed state, without its capped lists' heap parts (networks:
-/// up to `networks_per_key` entries; known scopes: up to 32 hashes); see
+/// The size of one key's fixed state, with its id and its entry in the index of states
+/// (one control byte), without its capped lists' heap parts (networks: up to
+/// `networks_per_key` entries; known scopes: up to 32 hashes); see
 /// [`Detectors::key_state_max_bytes`].
-pub const KEY_STATE_BYTES: usize = std::mem::size_of::<KeyState>();
+pub const KEY_STATE_BYTES: usize =
+    std::mem::size_of::<(Uuid, KeyState)>() + std::mem::size_of::<(Uuid, u32)>() + 1;
 
 /// State by key or identity id. Ids are minted by Keyward, not chosen by clients, so a
 /// fast hasher is safe here (the detectors look up two per event; SipHash was ~3% of
