@@ -32,8 +32,11 @@ use crate::verifier::CachedKey;
 /// crash loses at most this much of usage; the queue (131,072 events) holds over two
 /// seconds of a core saturated with verify requests over HTTP.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// Events per store transaction.
-const BATCH_MAX: usize = 5_000;
+/// Events per store transaction. Each is written on a blocking section of its own, and on
+/// a node short of cores that section competes with the requests being served: 5,000
+/// events (a few ms of work) put the p99 of verify over HTTP on one core at ~5 ms, 1,000
+/// at ~3 ms, for the same CPU per event (`bench/load.sh`, BENCHMARKS.md).
+const BATCH_MAX: usize = 1_000;
 /// Events kept for a retry while the store is unreachable; older ones are dropped (and
 /// counted) beyond this.
 const UNWRITTEN_MAX: usize = 200_000;

@@ -18,6 +18,9 @@ use crate::verifier::Verifier;
 
 /// Events read per page (and recorded per transaction with their anomalies).
 const PAGE: u32 = 5_000;
+/// Events observed between two yields to the runtime: a page's worth at once held the
+/// worker that also serves requests for a millisecond or more.
+const OBSERVE_BETWEEN_YIELDS: usize = 1_000;
 /// Pages per round at most, so responses and leadership checks are not starved.
 const PAGES_PER_ROUND: usize = 40;
 
@@ -181,7 +184,10 @@ impl Tail {
                 }
                 _ => until,
             };
-            for e in &events {
+            for (n, e) in events.iter().enumerate() {
+                if n > 0 && n % OBSERVE_BETWEEN_YIELDS == 0 {
+                    tokio::task::yield_now().await;
+                }
                 self.detectors.observe(e, &mut self.raised);
             }
             self.observed.increment(events.len() as u64);
