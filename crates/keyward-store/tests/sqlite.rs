@@ -13,6 +13,43 @@ async fn fresh() -> (tempfile::TempDir, SqliteStore) {
     (dir, store)
 }
 
+/// A store on disk in a fresh folder holding one identity and some keys of it.
+struct OnDisk {
+    _dir: tempfile::TempDir,
+    /// The store's folder, to open it again.
+    data: std::path::PathBuf,
+    store: SqliteStore,
+    identity: uuid::Uuid,
+    keys: Vec<uuid::Uuid>,
+}
+
+async fn on_disk(identity_name: &str, keys: usize) -> OnDisk {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = SqliteStore::open(&data).await.unwrap();
+    let i = testkit::identity(identity_name);
+    store
+        .create_identity(&i, &testkit::audit("identity.create", i.id))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..keys {
+        let k = testkit::key(i.id);
+        store
+            .create_key(&k, &testkit::audit("key.create", k.id))
+            .await
+            .unwrap();
+        ids.push(k.id);
+    }
+    OnDisk {
+        _dir: dir,
+        data,
+        store,
+        identity: i.id,
+        keys: ids,
+    }
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test]
@@ -193,25 +230,20 @@ async fn rollups_lost_to_a_crash_are_recounted_on_opening() {
     use keyward_store::UsageStore;
     use keyward_store::usage::UsageSubject;
 
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let first = SqliteStore::open(&data).await.unwrap();
-    let i = testkit::identity("crash");
-    first
-        .create_identity(&i, &testkit::audit("identity.create", i.id))
-        .await
-        .unwrap();
-    let k = testkit::key(i.id);
-    first
-        .create_key(&k, &testkit::audit("key.create", k.id))
-        .await
-        .unwrap();
+    let OnDisk {
+        _dir,
+        data,
+        store: first,
+        identity: i,
+        keys,
+    } = on_disk("crash", 1).await;
+    let k = keys[0];
     let now = keyward_core::time::truncate(chrono::Utc::now());
     let events: Vec<UsageEvent> = (0..30)
         .map(|_| UsageEvent {
             at: now,
-            key_id: Some(k.id),
-            identity_id: Some(i.id),
+            key_id: Some(k),
+            identity_id: Some(i),
             code: VerifyCode::Valid,
             ip: Some("10.0.0.1".parse().unwrap()),
             scopes: vec!["orders:read".into()],
@@ -230,7 +262,7 @@ async fn rollups_lost_to_a_crash_are_recounted_on_opening() {
         let store = store.clone();
         async move {
             store
-                .usage_counts(UsageSubject::Key(k.id), bucket, from, to)
+                .usage_counts(UsageSubject::Key(k), bucket, from, to)
                 .await
                 .unwrap()
                 .iter()
@@ -252,7 +284,7 @@ async fn rollups_lost_to_a_crash_are_recounted_on_opening() {
     for bucket in [Bucket::Minute, Bucket::Hour, Bucket::Day] {
         assert_eq!(counted(&reopened, bucket).await, 30, "{bucket:?}");
     }
-    let posture = reopened.posture_inputs(Some(i.id), from).await.unwrap();
+    let posture = reopened.posture_inputs(Some(i), from).await.unwrap();
     assert!(posture[0].keys[0].1.exercised.contains("orders:read"));
     reopened.close().await;
     drop(reopened);
@@ -272,19 +304,14 @@ async fn event_rows_of_an_earlier_version_move_into_blocks() {
     use keyward_store::anomalies::AnomalyStore;
     use keyward_store::usage::UsageSubject;
 
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = SqliteStore::open(&data).await.unwrap();
-    let i = testkit::identity("legacy");
-    store
-        .create_identity(&i, &testkit::audit("identity.create", i.id))
-        .await
-        .unwrap();
-    let k = testkit::key(i.id);
-    store
-        .create_key(&k, &testkit::audit("key.create", k.id))
-        .await
-        .unwrap();
+    let OnDisk {
+        _dir,
+        data,
+        store,
+        identity: i,
+        keys,
+    } = on_disk("legacy", 1).await;
+    let k = keys[0];
     store.close().await;
     drop(store);
 
@@ -301,8 +328,8 @@ async fn event_rows_of_an_earlier_version_move_into_blocks() {
                  ?4, ?5)",
                 rusqlite::params![
                     at - 1000 * n,
-                    k.id.to_string(),
-                    i.id.to_string(),
+                    k.to_string(),
+                    i.to_string(),
                     n,
                     (n == 3).then_some(r#"{"job":"nightly"}"#),
                 ],
@@ -316,8 +343,8 @@ async fn event_rows_of_an_earlier_version_move_into_blocks() {
                 rusqlite::params![
                     bucket.as_str(),
                     bucket.start_micros(at),
-                    k.id.to_string(),
-                    i.id.to_string()
+                    k.to_string(),
+                    i.to_string()
                 ],
             )
             .unwrap();
@@ -336,7 +363,7 @@ async fn event_rows_of_an_earlier_version_move_into_blocks() {
     );
     for bucket in [Bucket::Minute, Bucket::Hour, Bucket::Day] {
         let counts = store
-            .usage_counts(UsageSubject::Key(k.id), bucket, from, to)
+            .usage_counts(UsageSubject::Key(k), bucket, from, to)
             .await
             .unwrap();
         assert_eq!(
@@ -357,7 +384,7 @@ async fn event_rows_of_an_earlier_version_move_into_blocks() {
     assert_eq!(events[0].scopes, vec!["orders:read".to_string()]);
     let top = store.top_sources(None, from, to, 5).await.unwrap();
     assert_eq!((top[0].ip.as_str(), top[0].count), ("10.9.8.7", 10));
-    let sources = store.key_sources_since(k.id, from, 10).await.unwrap();
+    let sources = store.key_sources_since(k, from, 10).await.unwrap();
     assert_eq!(sources.iter().map(|s| s.count).sum::<u64>(), 10);
     store.close().await;
     drop(store);
@@ -371,7 +398,7 @@ async fn event_rows_of_an_earlier_version_move_into_blocks() {
     drop(db);
     let store = SqliteStore::open(&data).await.unwrap();
     let counts = store
-        .usage_counts(UsageSubject::Key(k.id), Bucket::Day, from, to)
+        .usage_counts(UsageSubject::Key(k), Bucket::Day, from, to)
         .await
         .unwrap();
     assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 10);
@@ -381,21 +408,14 @@ async fn event_rows_of_an_earlier_version_move_into_blocks() {
 /// table when the store opens, and writes after that find them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_use_times_of_an_earlier_version_move_to_their_own_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = SqliteStore::open(&data).await.unwrap();
-    let i = testkit::identity("legacy");
-    store
-        .create_identity(&i, &testkit::audit("identity.create", i.id))
-        .await
-        .unwrap();
-    let (used, unused) = (testkit::key(i.id), testkit::key(i.id));
-    for k in [&used, &unused] {
-        store
-            .create_key(k, &testkit::audit("key.create", k.id))
-            .await
-            .unwrap();
-    }
+    let OnDisk {
+        _dir,
+        data,
+        store,
+        keys,
+        ..
+    } = on_disk("legacy", 2).await;
+    let (used, unused) = (keys[0], keys[1]);
     store.close().await;
     drop(store);
 
@@ -411,7 +431,7 @@ async fn last_use_times_of_an_earlier_version_move_to_their_own_table() {
         .unwrap();
         db.execute(
             "UPDATE keys SET last_used_at = ?1 WHERE id = ?2",
-            rusqlite::params![at.timestamp_micros(), used.id.to_string()],
+            rusqlite::params![at.timestamp_micros(), used.to_string()],
         )
         .unwrap();
     }
@@ -421,15 +441,15 @@ async fn last_use_times_of_an_earlier_version_move_to_their_own_table() {
         let store = &store;
         async move { store.get_key(k).await.unwrap().unwrap().last_used_at }
     };
-    assert_eq!(last_used(used.id).await, Some(at));
-    assert_eq!(last_used(unused.id).await, None);
+    assert_eq!(last_used(used).await, Some(at));
+    assert_eq!(last_used(unused).await, None);
     // Later uses move it on; earlier ones do not move it back.
     let later = at + chrono::Duration::minutes(5);
     store
-        .record_last_used(&[(used.id, later), (unused.id, at)])
+        .record_last_used(&[(used, later), (unused, at)])
         .await
         .unwrap();
-    store.record_last_used(&[(used.id, at)]).await.unwrap();
-    assert_eq!(last_used(used.id).await, Some(later));
-    assert_eq!(last_used(unused.id).await, Some(at));
+    store.record_last_used(&[(used, at)]).await.unwrap();
+    assert_eq!(last_used(used).await, Some(later));
+    assert_eq!(last_used(unused).await, Some(at));
 }
