@@ -6,9 +6,10 @@
 //! a bitmask over the key's scope list). When the ring is full the event is dropped and
 //! counted (`keyward_usage_events_dropped_total`): verify never waits for the store.
 //!
-//! [`write_usage`] drains the ring every [`FLUSH_EVERY`], resolves the events (ids,
-//! scope names) and writes them in batches (`UsageStore::record_usage`: one transaction
-//! of multi-row inserts per batch). It records the verify latency histogram from the
+//! [`write_usage`] drains the ring as soon as it holds a whole batch ([`BATCH_MAX`]
+//! events, checked every [`POLL_EVERY`]) and everything in it every [`FLUSH_EVERY`],
+//! resolves the events (ids, scope names) and writes them (`UsageStore::record_usage`:
+//! one transaction per batch). It records the verify latency histogram from the
 //! events, off the hot path. At shutdown it runs after the HTTP server has finished
 //! every request, drains the ring to the end and writes it all: nothing queued is lost.
 
@@ -26,12 +27,19 @@ use tokio::sync::watch;
 use crate::usage_alerts::Alerts;
 use crate::verifier::CachedKey;
 
-/// How often the writer drains the queue. Each flush has a fixed cost (a transaction,
-/// handing the worker thread over for the blocking write): once a second rather than
-/// every 200 ms made a one-core gateway 5% faster (BENCHMARKS.md, "Gateway"). A process
-/// crash loses at most this much of usage; the queue (131,072 events) holds over two
-/// seconds of a core saturated with verify requests over HTTP.
+/// The longest an event waits in the queue: the writer drains everything at least this
+/// often. A part-filled batch has the same fixed cost as a whole one (a transaction,
+/// handing the worker thread over for the blocking write): draining once a second
+/// rather than every 200 ms made a one-core gateway 5% faster (BENCHMARKS.md,
+/// "Gateway"). A process crash loses at most this much of usage; the queue (131,072
+/// events) holds over two seconds of a core saturated with verify requests over HTTP.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often the writer looks for a whole batch in the queue. Under load a batch is
+/// written as soon as it is there, not with the rest of the second's traffic: the queue's
+/// slots written since the last drain stay few enough to be in the CPU's cache when the
+/// writer reads them, and the blocking writes, spread over the second, do not hold the
+/// node's core for tens of milliseconds at a time.
+pub const POLL_EVERY: Duration = Duration::from_millis(20);
 /// Events per store transaction. Each is written on a blocking section of its own, and on
 /// a node short of cores that section competes with the requests being served: 5,000
 /// events (a few ms of work) put the p99 of verify over HTTP on one core at ~5 ms, 1,000
@@ -195,18 +203,24 @@ pub async fn write_usage_alerting(
         written: metrics::counter!("keyward_usage_events_written_total"),
         dropped: metrics::counter!("keyward_usage_events_dropped_total"),
     };
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drained_all = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        writer.flush().await;
-        writer.settle(false).await;
+        if drained_all.elapsed() >= FLUSH_EVERY {
+            drained_all = tokio::time::Instant::now();
+            writer.flush(Drain::Everything).await;
+            writer.settle(false).await;
+        } else {
+            writer.flush(Drain::WholeBatches).await;
+        }
     }
     for attempt in 1..=FINAL_TRIES {
-        writer.flush().await;
+        writer.flush(Drain::Everything).await;
         if writer.unwritten.is_empty() && writer.recorder.depth() == 0 {
             writer.settle(true).await;
             return;
@@ -217,6 +231,15 @@ pub async fn write_usage_alerting(
         events = writer.unwritten.len() + writer.recorder.depth(),
         "could not write the last usage events before stopping"
     );
+}
+
+/// What a flush writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Everything queued.
+    Everything,
+    /// Whole batches only; the rest waits for more events or for [`FLUSH_EVERY`].
+    WholeBatches,
 }
 
 struct Writer {
@@ -240,9 +263,20 @@ impl Writer {
         }
     }
 
-    /// Writes what is queued, in batches, until the queue is empty or a write fails.
-    async fn flush(&mut self) {
+    /// Writes what is queued, in batches, until the queue is empty (or holds less than a
+    /// batch, for [`Drain::WholeBatches`]) or a write fails.
+    async fn flush(&mut self, drain: Drain) {
+        // Events left unwritten by a failed write are retried once per FLUSH_EVERY, not
+        // at every poll: a store that is down is not asked fifty times a second.
+        if drain == Drain::WholeBatches && !self.unwritten.is_empty() {
+            return;
+        }
         loop {
+            if drain == Drain::WholeBatches
+                && self.unwritten.len() + self.recorder.depth() < BATCH_MAX
+            {
+                return;
+            }
             let before = self.unwritten.len();
             self.recorder.drain_into(&mut self.unwritten, BATCH_MAX);
             for e in &self.unwritten[before..] {
