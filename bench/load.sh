@@ -2,16 +2,22 @@
 # Load benchmark over HTTP: starts Keyward (release build, embedded store) pinned to core 0,
 # mints $KEYS keys through the API (measuring keys/s), then measures with wrk pinned to
 # core 1, in one run: the floor (GET /healthz) and POST /v1/verify over all the keys.
-# Prints the verify/healthz throughput ratio, p50 and p99.
+# Prints the verify/healthz throughput ratio, p50 and p99; then the same for batches of
+# $BATCH verifications per request (POST /v1/verify/batch), counted in verifications.
 #
 #   bench/load.sh                      # KEYS=20000 DURATION=15 CONNS=32
 #   KEYS=5000 DURATION=5 bench/load.sh
+#   BATCH=0 bench/load.sh              # without the POST /v1/verify/batch phase (BATCH=20)
 #   KEYWARD_BIN=../before/target/release/keyward bench/load.sh   # another build (A/B runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYS=${KEYS:-20000}
 DURATION=${DURATION:-15}
 CONNS=${CONNS:-32}
+BATCH=${BATCH:-20}
+# A batch takes ~100 µs to answer: 8 connections keep the server busy without queueing
+# 32 batches deep (which would only add latency).
+BATCH_CONNS=${BATCH_CONNS:-8}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -86,12 +92,12 @@ code=$(curl -sf -H "Authorization: Bearer $verifier" "$base/v1/verify" -d "{\"ke
 [ "$code" = VALID ] || { echo "sanity check failed: $code" >&2; exit 1; }
 
 echo "== warm-up (fills the verify cache with every key)"
-KEYS_FILE="$work/keys" VERIFIER="$verifier" run_wrk -d5s -s bench/verify-json.lua "$base/v1/verify" > /dev/null
+KEYS_FILE="$work/keys" VERIFIER="$verifier" BATCH=0 run_wrk -d5s -s bench/verify-json.lua "$base/v1/verify" > /dev/null
 
 echo "== floor: GET /healthz"
 measure "$work/healthz.txt" -d"${DURATION}s" "$base/healthz"
 echo "== POST /v1/verify over $KEYS keys"
-KEYS_FILE="$work/keys" VERIFIER="$verifier" measure "$work/verify.txt" -d"${DURATION}s" -s bench/verify-json.lua "$base/v1/verify"
+KEYS_FILE="$work/keys" VERIFIER="$verifier" BATCH=0 measure "$work/verify.txt" -d"${DURATION}s" -s bench/verify-json.lua "$base/v1/verify"
 
 h=$(rps "$work/healthz.txt"); v=$(rps "$work/verify.txt")
 valid=$(curl -s "$base/metrics" | grep -F 'keyward_verify_total{code="VALID"}' | awk '{print $2}')
@@ -100,3 +106,15 @@ printf 'RESULT keyward healthz_rps=%s verify_rps=%s ratio=%.3f p50_ms=%s p99_ms=
   "$h" "$v" "$(python3 -c "print($v/$h)")" "$(pct 50 "$work/verify.txt")" "$(pct 99 "$work/verify.txt")" \
   "$(non2xx "$work/verify.txt" || true)" "$valid" "$create_rate" "$(cat "$work/verify.txt.cpu_us")" "${USAGE:-on}" "${DETECTION:-on}"
 echo "healthz: p50 $(pct 50 "$work/healthz.txt") ms, p99 $(pct 99 "$work/healthz.txt") ms"
+
+# Batches: POST /v1/verify/batch with $BATCH keys per request (BATCH=0 skips this).
+if [ "$BATCH" -gt 0 ]; then
+  echo "== POST /v1/verify/batch, $BATCH keys per request ($BATCH_CONNS connections)"
+  KEYS_FILE="$work/keys" VERIFIER="$verifier" BATCH="$BATCH" CONNS="$BATCH_CONNS" \
+    measure "$work/batch.txt" -d"${DURATION}s" -s bench/verify-json.lua "$base/v1/verify/batch"
+  b=$(rps "$work/batch.txt")
+  printf 'RESULT keyward-batch batch=%s conns=%s requests_rps=%s verifications_per_s=%.0f ratio_to_healthz=%.3f p50_ms=%s p99_ms=%s non2xx=%s cpu_us_per_verification=%.2f\n' \
+    "$BATCH" "$BATCH_CONNS" "$b" "$(python3 -c "print($b*$BATCH)")" "$(python3 -c "print($b*$BATCH/$h)")" \
+    "$(pct 50 "$work/batch.txt")" "$(pct 99 "$work/batch.txt")" "$(non2xx "$work/batch.txt" || true)" \
+    "$(python3 -c "print($(cat "$work/batch.txt.cpu_us")/$BATCH)")"
+fi

@@ -25,7 +25,7 @@ for r in $(seq "$ROUNDS"); do
       no-detection) usage=on detection=off ;;
       off) usage=off detection=off ;;
     esac
-    USAGE=$usage DETECTION=$detection bench/load.sh | tee -a "$out" | grep -E '^RESULT|server CPU'
+    BATCH=0 USAGE=$usage DETECTION=$detection bench/load.sh | tee -a "$out" | grep -E '^RESULT|server CPU'
   done
 done
 python3 - "$out" <<'PY'

@@ -316,6 +316,26 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/verify/batch`: up to [`VERIFY_BATCH_MAX`](keyward_proto::VERIFY_BATCH_MAX)
+    /// verifications in one exchange; the answers come in the order of `requests`.
+    pub async fn verify_batch(&self, requests: &[VerifyRequest]) -> Result<Vec<VerifyResponse>> {
+        /// `VerifyBatchRequest`'s wire form, borrowing the requests (keys are not copied).
+        #[derive(Serialize)]
+        struct Batch<'a> {
+            requests: &'a [VerifyRequest],
+        }
+        let body = Batch { requests };
+        let answer: keyward_proto::VerifyBatchResponse = self
+            .call(
+                Method::POST,
+                &["v1", "verify", "batch"],
+                NO_QUERY,
+                Some(&body),
+            )
+            .await?;
+        Ok(answer.results)
+    }
+
     /// `POST /v1/leaks` (scope `keyward:leaks:report`): revokes the key if it is one of
     /// this server's.
     pub async fn report_leak(&self, body: &LeakReport) -> Result<LeakResponse> {

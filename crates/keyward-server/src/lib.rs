@@ -269,6 +269,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys/{id}/rotate", post(keys::rotate))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/v1/verify", post(verify::verify))
+        .route("/v1/verify/batch", post(verify::verify_batch))
         .route("/v1/leaks", post(leaks::report))
         .route("/v1/audit", get(audit::list))
         .route(

@@ -15,7 +15,7 @@ use crate::routes::{
         identities::create, identities::list, identities::show, identities::update,
         identities::delete,
         keys::create, keys::list, keys::show, keys::update, keys::rotate, keys::revoke,
-        verify::verify,
+        verify::verify, verify::verify_batch,
         leaks::report,
         audit::list,
         secrets::put, secrets::get, secrets::delete, secrets::list,

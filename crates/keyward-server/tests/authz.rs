@@ -71,6 +71,12 @@ fn calls(ident: &str, key_id: &str) -> Vec<(Method, String, Option<Value>, &'sta
             Some(json!({"key": "x"})),
             "keyward:verify",
         ),
+        (
+            Method::POST,
+            "/v1/verify/batch".into(),
+            Some(json!({"requests": [{"key": "x"}]})),
+            "keyward:verify",
+        ),
         (Method::GET, "/v1/audit".into(), None, "keyward:audit:read"),
         (
             Method::DELETE,

@@ -1,9 +1,11 @@
-//! `POST /v1/verify`: the hot path over HTTP.
+//! `POST /v1/verify`: the hot path over HTTP; `POST /v1/verify/batch`: many
+//! verifications for the price of one HTTP exchange.
 
 use axum::Json;
 use axum::extract::State;
 use keyward_core::permission::Permission;
 use keyward_core::policy::VerifyRequest;
+use keyward_core::usage::UsageTags;
 use keyward_core::{VerifyCode, scope};
 use keyward_proto as proto;
 
@@ -23,67 +25,134 @@ pub async fn verify(
     ApiJson(body): ApiJson<proto::VerifyRequest>,
 ) -> ApiResult<Json<proto::VerifyResponse>> {
     who.require(VERIFY)?;
-    let scopes = body.scopes.unwrap_or_default();
-    for (i, s) in scopes.iter().enumerate() {
-        scope::validate(s).map_err(|e| ApiError::field(format!("scopes[{i}]"), e.to_string()))?;
+    let checked = Checked::new(body, "")?;
+    Ok(Json(checked.decide(&st, crate::now()).await?))
+}
+
+#[utoipa::path(post, path = "/v1/verify/batch", tag = "verify", request_body = proto::VerifyBatchRequest,
+    responses((status = 200, description = "the decisions, in the order of the requests", body = proto::VerifyBatchResponse),
+              (status = 400, description = "a request is malformed (the field is named, as `requests[3].scopes[0]`); none was verified", body = proto::Problem)),
+    security(("bearer" = [])))]
+pub async fn verify_batch(
+    State(st): State<AppState>,
+    who: Principal,
+    ApiJson(body): ApiJson<proto::VerifyBatchRequest>,
+) -> ApiResult<Json<proto::VerifyBatchResponse>> {
+    who.require(VERIFY)?;
+    if body.requests.is_empty() {
+        return Err(ApiError::field("requests", "at least one verification"));
     }
-    let permission = body
-        .permission
-        .as_deref()
-        .map(Permission::parse)
-        .transpose()
-        .map_err(|e| ApiError::field("permission", e.to_string()))?;
-    let ip = body
-        .ip
-        .as_deref()
-        .map(|s| s.trim().parse::<std::net::IpAddr>())
-        .transpose()
-        .map_err(|_| ApiError::field("ip", "not an IPv4 or IPv6 address"))?;
-    let tags = body
-        .tags
-        .map(|t| {
-            keyward_core::usage::validate_tags(&t)
-                .map(|()| Box::new(t))
-                .map_err(|e| ApiError::field(e.field, e.reason))
-        })
-        .transpose()?;
-    let req = VerifyRequest {
-        scopes: &scopes,
-        permission: permission.as_ref(),
-        ip,
-    };
+    if body.requests.len() > proto::VERIFY_BATCH_MAX {
+        return Err(ApiError::field(
+            "requests",
+            format!("at most {} verifications", proto::VERIFY_BATCH_MAX),
+        ));
+    }
+    // Every request is checked before any is verified: a malformed batch consumes no
+    // rate limit or quota and records no usage.
+    let checked = body
+        .requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| Checked::new(r, &format!("requests[{i}].")))
+        .collect::<Result<Vec<_>, _>>()?;
     let now = crate::now();
-    let outcome = st
-        .verifier
-        .verify_tagged(&body.key, &req, now, tags)
-        .await?;
-    let key = outcome.key.as_deref();
-    let rate_limit = match (&outcome.denied, &outcome.allowance) {
-        (Some(d), _) => Some(proto::RateLimitStatus {
-            name: d.name.clone(),
-            limit: d.limit,
-            remaining: 0,
-            reset_at: now + d.retry_after,
-        }),
-        (None, Some(a)) => Some(proto::RateLimitStatus {
-            name: key
-                .and_then(|k| k.rate_limits.get(a.index))
-                .map(|r| r.name.clone())
-                .unwrap_or_default(),
-            limit: a.limit,
-            remaining: a.remaining,
-            reset_at: now + a.reset_after,
-        }),
-        _ => None,
-    };
-    Ok(Json(proto::VerifyResponse {
-        valid: outcome.code == VerifyCode::Valid,
-        code: convert::code(outcome.code),
-        key_id: key.map(|k| k.id),
-        identity_id: key.map(|k| k.identity_id),
-        scopes: key.map(|k| k.policy.scopes.clone()),
-        remaining: outcome.remaining,
-        rate_limit,
-        expires_at: key.and_then(|k| k.expires_at),
-    }))
+    let mut results = Vec::with_capacity(checked.len());
+    for c in checked {
+        results.push(c.decide(&st, now).await?);
+    }
+    Ok(Json(proto::VerifyBatchResponse { results }))
+}
+
+/// A verify request whose scopes, permission, address and tags are well formed.
+struct Checked {
+    key: String,
+    scopes: Vec<String>,
+    permission: Option<Permission>,
+    ip: Option<std::net::IpAddr>,
+    tags: Option<Box<UsageTags>>,
+}
+
+impl Checked {
+    /// Checks `body`; a bad field is named with `prefix` before it.
+    fn new(body: proto::VerifyRequest, prefix: &str) -> Result<Checked, ApiError> {
+        let scopes = body.scopes.unwrap_or_default();
+        for (i, s) in scopes.iter().enumerate() {
+            scope::validate(s)
+                .map_err(|e| ApiError::field(format!("{prefix}scopes[{i}]"), e.to_string()))?;
+        }
+        let permission = body
+            .permission
+            .as_deref()
+            .map(Permission::parse)
+            .transpose()
+            .map_err(|e| ApiError::field(format!("{prefix}permission"), e.to_string()))?;
+        let ip = body
+            .ip
+            .as_deref()
+            .map(|s| s.trim().parse::<std::net::IpAddr>())
+            .transpose()
+            .map_err(|_| ApiError::field(format!("{prefix}ip"), "not an IPv4 or IPv6 address"))?;
+        let tags = body
+            .tags
+            .map(|t| {
+                keyward_core::usage::validate_tags(&t)
+                    .map(|()| Box::new(t))
+                    .map_err(|e| ApiError::field(format!("{prefix}{}", e.field), e.reason))
+            })
+            .transpose()?;
+        Ok(Checked {
+            key: body.key,
+            scopes,
+            permission,
+            ip,
+            tags,
+        })
+    }
+
+    /// Verifies the key (recording the usage event) and builds the answer.
+    async fn decide(
+        self,
+        st: &AppState,
+        now: keyward_core::time::Timestamp,
+    ) -> ApiResult<proto::VerifyResponse> {
+        let req = VerifyRequest {
+            scopes: &self.scopes,
+            permission: self.permission.as_ref(),
+            ip: self.ip,
+        };
+        let outcome = st
+            .verifier
+            .verify_tagged(&self.key, &req, now, self.tags)
+            .await?;
+        let key = outcome.key.as_deref();
+        let rate_limit = match (&outcome.denied, &outcome.allowance) {
+            (Some(d), _) => Some(proto::RateLimitStatus {
+                name: d.name.clone(),
+                limit: d.limit,
+                remaining: 0,
+                reset_at: now + d.retry_after,
+            }),
+            (None, Some(a)) => Some(proto::RateLimitStatus {
+                name: key
+                    .and_then(|k| k.rate_limits.get(a.index))
+                    .map(|r| r.name.clone())
+                    .unwrap_or_default(),
+                limit: a.limit,
+                remaining: a.remaining,
+                reset_at: now + a.reset_after,
+            }),
+            _ => None,
+        };
+        Ok(proto::VerifyResponse {
+            valid: outcome.code == VerifyCode::Valid,
+            code: convert::code(outcome.code),
+            key_id: key.map(|k| k.id),
+            identity_id: key.map(|k| k.identity_id),
+            scopes: key.map(|k| k.policy.scopes.clone()),
+            remaining: outcome.remaining,
+            rate_limit,
+            expires_at: key.and_then(|k| k.expires_at),
+        })
+    }
 }
