@@ -33,6 +33,7 @@ use keyward_core::VerifyCode;
 use keyward_core::time::Timestamp;
 use keyward_core::usage::{Bucket, UsageEvent};
 use rusqlite::{Transaction, params};
+use smallvec::SmallVec;
 use uuid::Uuid;
 
 /// Pending counts are written at least this often... A settle upserts every busy key's
@@ -59,23 +60,42 @@ pub(crate) const SET_WATERMARK: &str =
 /// A rollup row: granularity, bucket start (µs), key and outcome.
 type RollupKey = (Bucket, i64, Uuid, VerifyCode);
 
-/// Counts of events already inserted, not yet written: per key, outcome and minute (one
-/// hash lookup per event; the hour and day rows are summed from the minutes when
-/// written), and each key's exercised scopes. Sorted only when written, so that SQLite
-/// walks its B-trees in order. Hashed with foldhash: the keys are ids of stored keys,
-/// which a client cannot choose.
+/// Counts of events already inserted, not yet written, per key: its minutes by outcome
+/// (the hour and day rows are summed from the minutes when written) and its exercised
+/// scopes. Sorted only when written, so that SQLite walks its B-trees in order.
+///
+/// Why one entry per key, held inline: with traffic spread over many keys nearly every
+/// event finds its key's counts cold in the CPU cache, and each separate map, vector or
+/// string on the way was one more cache miss per event (two maps and a list of scope
+/// names had cost ~5% of a node's CPU under verify load: `bench/load.sh`). Scope names
+/// are interned: a node has few of them, so their table stays in cache, and a key's
+/// entry holds small ids, compared without reading a name. Hashed with foldhash: the
+/// keys are ids of stored keys, and the names granted scopes, which a client cannot
+/// choose.
 #[derive(Debug, Default)]
 pub(crate) struct PendingRollups {
-    /// (key, outcome, minute start µs) → (identity, count).
-    minutes: HashMap<(Uuid, VerifyCode, i64), (Uuid, i64), RandomState>,
-    /// Key → its exercised scopes and their latest use (a key has few scopes: a scan
-    /// of a short list, and a scope name is copied only the first time it is seen).
-    uses: HashMap<Uuid, Vec<(String, Timestamp)>, RandomState>,
+    keys: HashMap<Uuid, KeyCounts, RandomState>,
+    /// Interned scope names: id → name, and name → id.
+    scope_names: Vec<Box<str>>,
+    scope_ids: HashMap<Box<str>, u32, RandomState>,
+    /// (key, outcome, minute) rows and (key, scope) rows pending.
+    minute_rows: usize,
     use_rows: usize,
     /// The id of the last event block counted here.
     through_block: i64,
     /// When the oldest pending count was added.
     since: Option<Instant>,
+}
+
+/// A key's pending counts. Inline for the usual few minutes, outcomes and scopes.
+#[derive(Debug, Default)]
+struct KeyCounts {
+    /// The key's identity, as its first event with one named it.
+    identity: Option<Uuid>,
+    /// (minute start µs, outcome, count).
+    minutes: SmallVec<[(i64, VerifyCode, i64); 2]>,
+    /// (interned scope, latest use).
+    uses: SmallVec<[(u32, Timestamp); 2]>,
 }
 
 impl PendingRollups {
@@ -95,42 +115,71 @@ impl PendingRollups {
 
     /// Whether accepted verifications of any of `keys` are among the pending counts.
     pub(crate) fn counts_valid_use_of(&self, keys: &std::collections::HashSet<Uuid>) -> bool {
-        self.minutes
-            .keys()
-            .any(|(key, code, _)| *code == VerifyCode::Valid && keys.contains(key))
+        keys.iter().any(|key| {
+            self.keys.get(key).is_some_and(|k| {
+                k.identity.is_some() && k.minutes.iter().any(|m| m.1 == VerifyCode::Valid)
+            })
+        })
     }
 
     /// Whether, with `events` added, the counts are due to be written.
     pub(crate) fn due_with(&self, events: &[UsageEvent]) -> bool {
         // A minute row becomes up to three rollup rows.
-        self.aged() || 3 * self.minutes.len() + self.use_rows + 4 * events.len() > MAX_PENDING_ROWS
+        self.aged() || 3 * self.minute_rows + self.use_rows + 4 * events.len() > MAX_PENDING_ROWS
     }
 
     /// Adds the counts of `events`, inserted in blocks up to `through_block`: as
     /// [`rollup_rows`](crate::usage::rollup_rows) and
     /// [`scope_uses`](crate::usage::scope_uses) count them.
     pub(crate) fn add(&mut self, events: &[UsageEvent], through_block: i64) {
+        let PendingRollups {
+            keys,
+            scope_names,
+            scope_ids,
+            minute_rows,
+            use_rows,
+            ..
+        } = self;
         for e in events {
-            if let (Some(key), Some(identity)) = (e.key_id, e.identity_id) {
+            let Some(key) = e.key_id else { continue };
+            let uses = e.code == VerifyCode::Valid && !e.scopes.is_empty();
+            if e.identity_id.is_none() && !uses {
+                continue;
+            }
+            let counts = keys.entry(key).or_default();
+            if let Some(identity) = e.identity_id {
+                counts.identity.get_or_insert(identity);
                 let minute = Bucket::Minute.start_micros(e.at.timestamp_micros());
-                self.minutes
-                    .entry((key, e.code, minute))
-                    .or_insert((identity, 0))
-                    .1 += 1;
-            }
-            let Some(key) = e.key_id.filter(|_| e.code == VerifyCode::Valid) else {
-                continue;
-            };
-            if e.scopes.is_empty() {
-                continue;
-            }
-            let used = self.uses.entry(key).or_default();
-            for scope in &e.scopes {
-                match used.iter_mut().find(|(s, _)| s == scope) {
-                    Some((_, t)) => *t = (*t).max(e.at),
+                match counts
+                    .minutes
+                    .iter_mut()
+                    .find(|m| m.0 == minute && m.1 == e.code)
+                {
+                    Some(m) => m.2 += 1,
                     None => {
-                        used.push((scope.clone(), e.at));
-                        self.use_rows += 1;
+                        counts.minutes.push((minute, e.code, 1));
+                        *minute_rows += 1;
+                    }
+                }
+            }
+            if !uses {
+                continue;
+            }
+            for scope in &e.scopes {
+                let id = match scope_ids.get(scope.as_str()) {
+                    Some(&id) => id,
+                    None => {
+                        let id = scope_names.len() as u32;
+                        scope_names.push(scope.as_str().into());
+                        scope_ids.insert(scope.as_str().into(), id);
+                        id
+                    }
+                };
+                match counts.uses.iter_mut().find(|u| u.0 == id) {
+                    Some(u) => u.1 = u.1.max(e.at),
+                    None => {
+                        counts.uses.push((id, e.at));
+                        *use_rows += 1;
                     }
                 }
             }
@@ -143,13 +192,7 @@ impl PendingRollups {
     /// once `tx` commits).
     pub(crate) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         let rollups = self.rollup_rows();
-        let mut uses: Vec<(Uuid, &str, Timestamp)> = self
-            .uses
-            .iter()
-            .flat_map(|(key, used)| used.iter().map(|(s, at)| (*key, s.as_str(), *at)))
-            .collect();
-        uses.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        write_counts(tx, rollups.into_iter(), uses.into_iter())?;
+        write_counts(tx, rollups.into_iter(), self.scope_uses().into_iter())?;
         tx.execute(SET_WATERMARK, [self.through_block])?;
         Ok(())
     }
@@ -157,14 +200,35 @@ impl PendingRollups {
     /// The minute, hour and day rows the pending minutes add to, in key order.
     fn rollup_rows(&self) -> BTreeMap<RollupKey, (Uuid, i64)> {
         let mut rows = BTreeMap::new();
-        for (&(key, code, minute), &(identity, n)) in &self.minutes {
-            for b in Bucket::ALL {
-                rows.entry((b, b.start_micros(minute), key, code))
-                    .or_insert((identity, 0))
-                    .1 += n;
+        for (&key, counts) in &self.keys {
+            let Some(identity) = counts.identity else {
+                continue;
+            };
+            for &(minute, code, n) in &counts.minutes {
+                for b in Bucket::ALL {
+                    rows.entry((b, b.start_micros(minute), key, code))
+                        .or_insert((identity, 0))
+                        .1 += n;
+                }
             }
         }
         rows
+    }
+
+    /// The latest use of each (key, scope) pending, in key order.
+    fn scope_uses(&self) -> Vec<(Uuid, &str, Timestamp)> {
+        let mut uses: Vec<(Uuid, &str, Timestamp)> = self
+            .keys
+            .iter()
+            .flat_map(|(key, counts)| {
+                counts
+                    .uses
+                    .iter()
+                    .map(|&(id, at)| (*key, &*self.scope_names[id as usize], at))
+            })
+            .collect();
+        uses.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        uses
     }
 
     pub(crate) fn clear(&mut self) {
@@ -256,13 +320,15 @@ mod tests {
         for (n, batch) in all.chunks(64).enumerate() {
             pending.add(batch, n as i64);
         }
-        assert_eq!(pending.rollup_rows(), rollup_rows(&all));
-        let mut uses: Vec<_> = pending
-            .uses
-            .iter()
-            .flat_map(|(k, used)| used.iter().map(|(s, at)| ((*k, s.clone()), *at)))
+        let expected_rows = rollup_rows(&all);
+        assert_eq!(pending.rollup_rows(), expected_rows);
+        let minutes = expected_rows.keys().filter(|r| r.0 == Bucket::Minute);
+        assert_eq!(pending.minute_rows, minutes.count());
+        let uses: Vec<_> = pending
+            .scope_uses()
+            .into_iter()
+            .map(|(k, s, at)| ((k, s.to_owned()), at))
             .collect();
-        uses.sort();
         let expected: Vec<_> = scope_uses(&all)
             .into_iter()
             .map(|((k, s), at)| ((k, s.to_owned()), at))
