@@ -172,13 +172,29 @@ fn granting(granted: &[String], required: &str) -> u64 {
 
 /// The names of the granted scopes set in `mask`.
 pub fn scopes_in_mask(granted: &[String], mask: u64) -> Vec<String> {
-    granted
-        .iter()
-        .take(MASK_SCOPES)
-        .enumerate()
-        .filter(|(i, _)| mask & (1u64 << i) != 0)
-        .map(|(_, s)| s.clone())
-        .collect()
+    let mut out = Vec::new();
+    scopes_in_mask_into(granted, mask, &mut out);
+    out
+}
+
+/// [`scopes_in_mask`], written over `out`: its strings are reused (no allocation when
+/// they are long enough), so a writer that recycles its events allocates nothing.
+pub fn scopes_in_mask_into(granted: &[String], mask: u64, out: &mut Vec<String>) {
+    let mut n = 0;
+    for (i, s) in granted.iter().take(MASK_SCOPES).enumerate() {
+        if mask & (1u64 << i) == 0 {
+            continue;
+        }
+        match out.get_mut(n) {
+            Some(slot) => {
+                slot.clear();
+                slot.push_str(s);
+            }
+            None => out.push(s.clone()),
+        }
+        n += 1;
+    }
+    out.truncate(n);
 }
 
 /// The scopes a refused request asked for: the required ones, then those the

@@ -10,7 +10,7 @@ use keyward_core::posture::{
     FindingKind, KeyUsage, PostureSettings, is_keyward_scope, key_findings, score,
 };
 use keyward_core::time::Timestamp;
-use keyward_core::usage::{exercised_scopes, scopes_in_mask};
+use keyward_core::usage::{exercised_scopes, scopes_in_mask, scopes_in_mask_into};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -124,5 +124,16 @@ proptest! {
                 prop_assert!(names.iter().any(|n| keyward_core::scope::grants(n, r)));
             }
         }
+    }
+
+    #[test]
+    fn names_written_over_an_earlier_list_are_the_same_names(
+        granted in scope_set(),
+        mask in any::<u64>(),
+        earlier in scope_set(),
+    ) {
+        let mut out = earlier;
+        scopes_in_mask_into(&granted, mask, &mut out);
+        prop_assert_eq!(out, scopes_in_mask(&granted, mask));
     }
 }
