@@ -47,6 +47,18 @@ impl ApiError {
         }
     }
 
+    /// This error, with the field it names (if any) placed under `prefix`: `scopes[0]`
+    /// of the fourth request of a batch is `requests[3].scopes[0]`.
+    pub fn within(self, prefix: &str) -> Self {
+        match self {
+            ApiError::InvalidField { field, detail } => ApiError::InvalidField {
+                field: format!("{prefix}{field}"),
+                detail,
+            },
+            other => other,
+        }
+    }
+
     /// The status and the detail a client is shown (the web console renders them).
     pub fn status_and_detail(&self) -> (StatusCode, String) {
         (self.parts().0, self.detail())

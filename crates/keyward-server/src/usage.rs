@@ -6,7 +6,7 @@
 //! a bitmask over the key's scope list). When the ring is full the event is dropped and
 //! counted (`keyward_usage_events_dropped_total`): verify never waits for the store.
 //!
-//! [`write_usage`] drains the ring as soon as it holds a whole batch ([`BATCH_MAX`]
+//! [`write_usage`] drains the ring as soon as it holds a whole batch (`BATCH_MAX`
 //! events, checked every [`POLL_EVERY`]) and everything in it every [`FLUSH_EVERY`],
 //! resolves the events (ids, scope names) and writes them (`UsageStore::record_usage`:
 //! one transaction per batch). It records the verify latency histogram from the

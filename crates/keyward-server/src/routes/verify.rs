@@ -25,7 +25,7 @@ pub async fn verify(
     ApiJson(body): ApiJson<proto::VerifyRequest>,
 ) -> ApiResult<Json<proto::VerifyResponse>> {
     who.require(VERIFY)?;
-    let checked = Checked::new(body, "")?;
+    let checked = Checked::new(body)?;
     Ok(Json(checked.decide(&st, crate::now()).await?))
 }
 
@@ -54,7 +54,7 @@ pub async fn verify_batch(
         .requests
         .into_iter()
         .enumerate()
-        .map(|(i, r)| Checked::new(r, &format!("requests[{i}].")))
+        .map(|(i, r)| Checked::new(r).map_err(|e| e.within(&format!("requests[{i}]."))))
         .collect::<Result<Vec<_>, _>>()?;
     let now = crate::now();
     let mut results = Vec::with_capacity(checked.len());
@@ -74,31 +74,31 @@ struct Checked {
 }
 
 impl Checked {
-    /// Checks `body`; a bad field is named with `prefix` before it.
-    fn new(body: proto::VerifyRequest, prefix: &str) -> Result<Checked, ApiError> {
+    /// Checks `body`; the error names the bad field.
+    fn new(body: proto::VerifyRequest) -> Result<Checked, ApiError> {
         let scopes = body.scopes.unwrap_or_default();
         for (i, s) in scopes.iter().enumerate() {
             scope::validate(s)
-                .map_err(|e| ApiError::field(format!("{prefix}scopes[{i}]"), e.to_string()))?;
+                .map_err(|e| ApiError::field(format!("scopes[{i}]"), e.to_string()))?;
         }
         let permission = body
             .permission
             .as_deref()
             .map(Permission::parse)
             .transpose()
-            .map_err(|e| ApiError::field(format!("{prefix}permission"), e.to_string()))?;
+            .map_err(|e| ApiError::field("permission", e.to_string()))?;
         let ip = body
             .ip
             .as_deref()
             .map(|s| s.trim().parse::<std::net::IpAddr>())
             .transpose()
-            .map_err(|_| ApiError::field(format!("{prefix}ip"), "not an IPv4 or IPv6 address"))?;
+            .map_err(|_| ApiError::field("ip", "not an IPv4 or IPv6 address"))?;
         let tags = body
             .tags
             .map(|t| {
                 keyward_core::usage::validate_tags(&t)
                     .map(|()| Box::new(t))
-                    .map_err(|e| ApiError::field(format!("{prefix}{}", e.field), e.reason))
+                    .map_err(|e| ApiError::field(e.field, e.reason))
             })
             .transpose()?;
         Ok(Checked {
