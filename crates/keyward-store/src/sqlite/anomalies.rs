@@ -96,6 +96,7 @@ impl AnomalyStore for SqliteStore {
                     let mut stmt = conn.prepare_cached(BLOCK_PAGE)?;
                     let mut collect = event_blocks::EventsAfter::new(after, until, limit, out);
                     let mut last = start;
+                    let mut yielder = super::usage::Yielder::new();
                     // Rows are stepped one at a time and their blobs borrowed, not
                     // copied: the read stops at the first block it does not need.
                     'pages: loop {
@@ -109,6 +110,8 @@ impl AnomalyStore for SqliteStore {
                         let mut n = 0;
                         while let Some(r) = rows.next()? {
                             n += 1;
+                            // A block decodes up to 4,096 events: check the clock each.
+                            yielder.now();
                             let (id, first_at): (i64, i64) = (r.get(0)?, r.get(1)?);
                             if !collect.needs_block_at(first_at) {
                                 break 'pages;

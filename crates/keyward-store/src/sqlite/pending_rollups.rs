@@ -245,7 +245,9 @@ pub(crate) fn write_counts<'s>(
 ) -> rusqlite::Result<()> {
     let mut upsert = tx.prepare_cached(UPSERT_ROLLUP)?;
     let (mut key_buf, mut identity_buf) = (UuidText::new(), UuidText::new());
+    let mut yielder = super::usage::Yielder::new();
     for ((bucket, start, key, code), (identity, n)) in rollups {
+        yielder.tick();
         upsert.execute(params![
             bucket.as_str(),
             start,
@@ -257,6 +259,7 @@ pub(crate) fn write_counts<'s>(
     }
     let mut upsert = tx.prepare_cached(UPSERT_SCOPE_USE)?;
     for (key, scope, at) in uses {
+        yielder.tick();
         upsert.execute(params![key_buf.text(key), scope, at.timestamp_micros()])?;
     }
     Ok(())

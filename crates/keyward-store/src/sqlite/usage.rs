@@ -42,6 +42,49 @@ pub(super) fn run_blocking<T>(job: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Lets other threads have the CPU between pieces of a long blocking job.
+///
+/// Why: on a node short of cores the runtime's worker, which serves requests, waits for
+/// the thread running a blocking job, and the kernel hands the core over by slices of a
+/// few milliseconds: each write of usage or last-use times put milliseconds into the
+/// p99 of verify (`perf sched timehist`: worker threads waiting up to 4-8 ms for the
+/// one core). A job that yields every [`Self::EVERY`] keeps those waits short. Where a
+/// core is free, a yield finds nothing else to run and returns at once.
+pub(crate) struct Yielder {
+    since: std::time::Instant,
+    calls: u32,
+}
+
+impl Yielder {
+    /// Longest a blocking job runs before it yields.
+    const EVERY: std::time::Duration = std::time::Duration::from_micros(250);
+    /// The clock is read once per this many calls (each call is a row or two of work).
+    const CALLS_PER_CHECK: u32 = 32;
+
+    pub(crate) fn new() -> Yielder {
+        Yielder {
+            since: std::time::Instant::now(),
+            calls: 0,
+        }
+    }
+
+    /// Yields if the job has run for [`Self::EVERY`] since it started or last yielded.
+    pub(crate) fn tick(&mut self) {
+        self.calls += 1;
+        if self.calls.is_multiple_of(Self::CALLS_PER_CHECK) {
+            self.now();
+        }
+    }
+
+    /// [`Self::tick`], reading the clock now (between larger steps).
+    pub(crate) fn now(&mut self) {
+        if self.since.elapsed() >= Self::EVERY {
+            std::thread::yield_now();
+            self.since = std::time::Instant::now();
+        }
+    }
+}
+
 fn subject_filter(q: &mut QueryBuilder<Sqlite>, subject: Option<UsageSubject>) {
     match subject {
         Some(UsageSubject::Key(id)) => {

@@ -153,7 +153,9 @@ impl UsageIngest {
                      WHERE excluded.at > key_last_used.at",
                 )?;
                 let mut id = UuidText::new();
+                let mut yielder = super::usage::Yielder::new();
                 for (key, at) in uses {
+                    yielder.tick();
                     update.execute(params![id.text(*key), at.timestamp_micros()])?;
                 }
             }
@@ -253,6 +255,7 @@ fn write_batch(
     events: &[UsageEvent],
     settle: Option<&PendingRollups>,
 ) -> rusqlite::Result<i64> {
+    let mut yielder = super::usage::Yielder::new();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut insert = tx.prepare_cached(INSERT_BLOCK)?;
@@ -274,6 +277,8 @@ fn write_batch(
         packed.map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
     }
     let through_block = tx.last_insert_rowid();
+    // Between packing and the commit, give a waiting worker the core (see Yielder).
+    yielder.now();
     if let Some(pending) = settle {
         pending.write(&tx)?;
         let uses = scope_uses(events);
