@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use common::TestServer;
+use common::{TestServer, eventually};
 use keyward_core::KeyPrefix;
 use keyward_core::model::KeyRecord;
 use keyward_core::policy::VerifyRequest;
@@ -23,24 +23,6 @@ use keyward_store::testkit::{self, TempDatabase};
 use keyward_store::usage::UsageSubject;
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-/// Polls `path` until `done` holds for the answer (the writer flushes every second).
-async fn eventually(
-    s: &TestServer,
-    path: &str,
-    token: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..50 {
-        last = s.get(path, token).await.ok(200).clone();
-        if done(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{path} never reached the expected state; last answer: {last}");
-}
 
 store_test!(analytics_totals_match_verifications);
 async fn analytics_totals_match_verifications(s: TestServer) {

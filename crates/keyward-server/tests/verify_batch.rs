@@ -5,9 +5,7 @@
 #[macro_use]
 mod common;
 
-use std::time::Duration;
-
-use common::TestServer;
+use common::{TestServer, eventually};
 use serde_json::{Value, json};
 
 /// The fields of an answer that do not depend on when it was given.
@@ -127,15 +125,11 @@ async fn each_verification_counts_against_limits_quotas_and_usage(s: TestServer)
     assert_eq!(batch["results"][6]["remaining"], 0);
     // Every verification of the batch is a usage event of its own.
     let path = format!("/v1/usage?key_id={quota_id}&bucket=minute");
-    for _ in 0..50 {
-        let u = s.get(&path, &s.root).await.ok(200).clone();
-        if u["total"]["VALID"] == 2 && u["total"]["USAGE_EXCEEDED"] == 1 {
-            s.stop().await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the batch's usage events were not counted");
+    eventually(&s, &path, &s.root, |u| {
+        u["total"]["VALID"] == 2 && u["total"]["USAGE_EXCEEDED"] == 1
+    })
+    .await;
+    s.stop().await;
 }
 
 store_test!(a_malformed_batch_is_refused_whole_naming_the_field);

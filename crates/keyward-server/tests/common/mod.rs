@@ -399,3 +399,22 @@ impl TestServer {
             .clone()
     }
 }
+
+/// Polls `path` until `done` holds for the answer (usage reaches the store within a
+/// second or so).
+pub async fn eventually(
+    s: &TestServer,
+    path: &str,
+    token: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..50 {
+        last = s.get(path, token).await.ok(200).clone();
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{path} never reached the expected state; last answer: {last}");
+}
