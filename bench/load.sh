@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Load benchmark over HTTP: starts Keyward (release build, embedded store) pinned to core 0,
 # mints $KEYS keys through the API (measuring keys/s), then measures with wrk pinned to
-# core 1, in one run: the floor (GET /healthz) and POST /v1/verify over all the keys.
-# Prints the verify/healthz throughput ratio, p50 and p99; then the same for batches of
+# core 1, in one run: the floor (GET /healthz) and POST /v1/verify over all the keys, in
+# $PAIRS alternating pairs of phases (default 3). Prints each pair, then the medians: the
+# verify/healthz throughput ratio, p50 and p99; then the same for batches of
 # $BATCH verifications per request (POST /v1/verify/batch), counted in verifications.
 #
 #   bench/load.sh                      # KEYS=20000 DURATION=15 CONNS=32
-#   KEYS=5000 DURATION=5 bench/load.sh
+#   KEYS=5000 DURATION=6 PAIRS=2 bench/load.sh
 #   BATCH=0 bench/load.sh              # without the POST /v1/verify/batch phase (BATCH=20)
 #   KEYWARD_BIN=../before/target/release/keyward bench/load.sh   # another build (A/B runs)
 set -euo pipefail
@@ -55,7 +56,7 @@ measure() {
   local s0; s0=$(cpu_secs "$server")
   /usr/bin/time -f "%U %S" -o "$out.wrkcpu" bash -c 'taskset -c "$0" wrk -t1 -c"$1" --latency "${@:2}"' "$LOAD_CPU" "$CONNS" "$@" > "$out"
   local s1; s1=$(cpu_secs "$server")
-  python3 - "$out" "$s0" "$s1" "$DURATION" <<'PY'
+  python3 - "$out" "$s0" "$s1" "${MEASURE_SECS:-$DURATION}" <<'PY'
 import sys
 out, s0, s1, d = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 u, s = map(float, open(out + ".wrkcpu").read().split()[-2:])
@@ -94,18 +95,41 @@ code=$(curl -sf -H "Authorization: Bearer $verifier" "$base/v1/verify" -d "{\"ke
 echo "== warm-up (fills the verify cache with every key)"
 KEYS_FILE="$work/keys" VERIFIER="$verifier" BATCH=0 run_wrk -d5s -s bench/verify-json.lua "$base/v1/verify" > /dev/null
 
-echo "== floor: GET /healthz"
-measure "$work/healthz.txt" -d"${DURATION}s" "$base/healthz"
-echo "== POST /v1/verify over $KEYS keys"
-KEYS_FILE="$work/keys" VERIFIER="$verifier" BATCH=0 measure "$work/verify.txt" -d"${DURATION}s" -s bench/verify-json.lua "$base/v1/verify"
+# The floor and verify alternate in $PAIRS pairs of phases, DURATION/PAIRS seconds each:
+# this VM's speed drifts by 10-20% within a minute, so a ratio of phases run back to
+# back is steadier than one of two long phases run one after the other. Each figure
+# printed is the median over the pairs.
+PAIRS=${PAIRS:-3}
+SLICE=$(( DURATION / PAIRS )); [ "$SLICE" -ge 2 ] || SLICE=2
+for i in $(seq "$PAIRS"); do
+  echo "== floor: GET /healthz (pair $i of $PAIRS)"
+  MEASURE_SECS=$SLICE measure "$work/healthz.$i.txt" -d"${SLICE}s" "$base/healthz"
+  echo "== POST /v1/verify over $KEYS keys (pair $i of $PAIRS)"
+  KEYS_FILE="$work/keys" VERIFIER="$verifier" BATCH=0 MEASURE_SECS=$SLICE \
+    measure "$work/verify.$i.txt" -d"${SLICE}s" -s bench/verify-json.lua "$base/v1/verify"
+done
 
-h=$(rps "$work/healthz.txt"); v=$(rps "$work/verify.txt")
 valid=$(curl -s "$base/metrics" | grep -F 'keyward_verify_total{code="VALID"}' | awk '{print $2}')
+# One line per pair (healthz rps, verify rps, verify p50 ms, p99 ms, CPU µs, non-2xx,
+# healthz p50, p99), then the medians.
+for i in $(seq "$PAIRS"); do
+  echo "$(rps "$work/healthz.$i.txt") $(rps "$work/verify.$i.txt") $(pct 50 "$work/verify.$i.txt") $(pct 99 "$work/verify.$i.txt") $(cat "$work/verify.$i.txt.cpu_us") $(non2xx "$work/verify.$i.txt" || true) $(pct 50 "$work/healthz.$i.txt") $(pct 99 "$work/healthz.$i.txt")"
+done > "$work/pairs.txt"
 echo
-printf 'RESULT keyward healthz_rps=%s verify_rps=%s ratio=%.3f p50_ms=%s p99_ms=%s non2xx=%s valid_total=%s create_keys_per_s=%s verify_cpu_us=%s usage=%s detection=%s\n' \
-  "$h" "$v" "$(python3 -c "print($v/$h)")" "$(pct 50 "$work/verify.txt")" "$(pct 99 "$work/verify.txt")" \
-  "$(non2xx "$work/verify.txt" || true)" "$valid" "$create_rate" "$(cat "$work/verify.txt.cpu_us")" "${USAGE:-on}" "${DETECTION:-on}"
-echo "healthz: p50 $(pct 50 "$work/healthz.txt") ms, p99 $(pct 99 "$work/healthz.txt") ms"
+python3 - "$work/pairs.txt" "$valid" "$create_rate" "${USAGE:-on}" "${DETECTION:-on}" <<'PY'
+import statistics, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
+med = lambda i: statistics.median(r[i] for r in rows)
+ratios = [r[1] / r[0] for r in rows]
+for n, (r, q) in enumerate(zip(rows, ratios), 1):
+    print(f"pair {n}: healthz {r[0]:.0f} req/s, verify {r[1]:.0f} req/s, ratio {q:.3f}, verify p99 {r[3]:.2f} ms")
+print(f"RESULT keyward healthz_rps={med(0):.2f} verify_rps={med(1):.2f} ratio={statistics.median(ratios):.3f} "
+      f"p50_ms={med(2):.3f} p99_ms={med(3):.3f} non2xx={sum(r[5] for r in rows):.0f} valid_total={sys.argv[2]} "
+      f"create_keys_per_s={sys.argv[3]} verify_cpu_us={med(4):.1f} usage={sys.argv[4]} detection={sys.argv[5]} "
+      f"pairs={len(rows)} ratio_min={min(ratios):.3f} ratio_max={max(ratios):.3f} p99_max_ms={max(r[3] for r in rows):.3f}")
+print(f"healthz: p50 {med(6):.3f} ms, p99 {med(7):.3f} ms")
+PY
+h=$(awk '{print $1}' "$work/pairs.txt" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
 
 # Batches: POST /v1/verify/batch with $BATCH keys per request (BATCH=0 skips this).
 if [ "$BATCH" -gt 0 ]; then
