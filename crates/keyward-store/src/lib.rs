@@ -23,6 +23,7 @@ pub mod audit_chain;
 pub mod console;
 pub mod postgres;
 pub mod sealed_secrets;
+pub mod slice;
 pub mod sqlite;
 #[cfg(feature = "testkit")]
 pub mod testkit;

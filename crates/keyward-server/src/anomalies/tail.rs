@@ -9,6 +9,7 @@ use keyward_core::time::Timestamp;
 use keyward_core::usage::UsageEvent;
 use keyward_store::Store;
 use keyward_store::anomalies::{CursorMove, NewAnomaly};
+use keyward_store::slice::Slice;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -23,7 +24,7 @@ const PAGE: u32 = 5_000;
 /// A thousand events at a stretch (~0.4 ms) showed in the p99 of verify.
 const OBSERVE_SLICE: std::time::Duration = std::time::Duration::from_micros(200);
 /// Events observed between two looks at the clock (a look costs ~30 ns).
-const OBSERVE_CLOCK_EVERY: usize = 64;
+const OBSERVE_CLOCK_EVERY: u32 = 64;
 /// Pages per round at most, so responses and leadership checks are not starved.
 const PAGES_PER_ROUND: usize = 40;
 
@@ -187,13 +188,10 @@ impl Tail {
                 }
                 _ => until,
             };
-            let mut slice_started = std::time::Instant::now();
-            for (n, e) in events.iter().enumerate() {
-                if n % OBSERVE_CLOCK_EVERY == OBSERVE_CLOCK_EVERY - 1
-                    && slice_started.elapsed() >= OBSERVE_SLICE
-                {
+            let mut slice = Slice::new(OBSERVE_SLICE, OBSERVE_CLOCK_EVERY);
+            for e in &events {
+                if slice.step() {
                     tokio::task::yield_now().await;
-                    slice_started = std::time::Instant::now();
                 }
                 self.detectors.observe(e, &mut self.raised);
             }

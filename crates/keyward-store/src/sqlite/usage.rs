@@ -50,10 +50,7 @@ pub(super) fn run_blocking<T>(job: impl FnOnce() -> T) -> T {
 /// p99 of verify (`perf sched timehist`: worker threads waiting up to 4-8 ms for the
 /// one core). A job that yields every [`Self::EVERY`] keeps those waits short. Where a
 /// core is free, a yield finds nothing else to run and returns at once.
-pub(crate) struct Yielder {
-    since: std::time::Instant,
-    calls: u32,
-}
+pub(crate) struct Yielder(crate::slice::Slice);
 
 impl Yielder {
     /// Longest a blocking job runs before it yields.
@@ -62,25 +59,20 @@ impl Yielder {
     const CALLS_PER_CHECK: u32 = 32;
 
     pub(crate) fn new() -> Yielder {
-        Yielder {
-            since: std::time::Instant::now(),
-            calls: 0,
-        }
+        Yielder(crate::slice::Slice::new(Self::EVERY, Self::CALLS_PER_CHECK))
     }
 
     /// Yields if the job has run for [`Self::EVERY`] since it started or last yielded.
     pub(crate) fn tick(&mut self) {
-        self.calls += 1;
-        if self.calls.is_multiple_of(Self::CALLS_PER_CHECK) {
-            self.now();
+        if self.0.step() {
+            std::thread::yield_now();
         }
     }
 
     /// [`Self::tick`], reading the clock now (between larger steps).
     pub(crate) fn now(&mut self) {
-        if self.since.elapsed() >= Self::EVERY {
+        if self.0.look() {
             std::thread::yield_now();
-            self.since = std::time::Instant::now();
         }
     }
 }
