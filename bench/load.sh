@@ -109,14 +109,19 @@ for i in $(seq "$PAIRS"); do
     measure "$work/verify.$i.txt" -d"${SLICE}s" -s bench/verify-json.lua "$base/v1/verify"
 done
 
-valid=$(curl -s "$base/metrics" | grep -F 'keyward_verify_total{code="VALID"}' | awk '{print $2}')
+metrics=$(curl -s "$base/metrics")
+valid=$(grep -F 'keyward_verify_total{code="VALID"}' <<<"$metrics" | awk '{print $2}')
+# Recording must keep up: a server that dropped usage events, or detection that
+# skipped them, would be measured doing less than it promises.
+dropped=$(awk '/^keyward_usage_events_dropped_total/ {n+=$2} END {print n+0}' <<<"$metrics")
+skipped=$(awk '/^keyward_anomaly_events_skipped_total/ {n+=$2} END {print n+0}' <<<"$metrics")
 # One line per pair (healthz rps, verify rps, verify p50 ms, p99 ms, CPU µs, non-2xx,
 # healthz p50, p99), then the medians.
 for i in $(seq "$PAIRS"); do
   echo "$(rps "$work/healthz.$i.txt") $(rps "$work/verify.$i.txt") $(pct 50 "$work/verify.$i.txt") $(pct 99 "$work/verify.$i.txt") $(cat "$work/verify.$i.txt.cpu_us") $(non2xx "$work/verify.$i.txt" || true) $(pct 50 "$work/healthz.$i.txt") $(pct 99 "$work/healthz.$i.txt")"
 done > "$work/pairs.txt"
 echo
-python3 - "$work/pairs.txt" "$valid" "$create_rate" "${USAGE:-on}" "${DETECTION:-on}" <<'PY'
+python3 - "$work/pairs.txt" "$valid" "$create_rate" "${USAGE:-on}" "${DETECTION:-on}" "$dropped" "$skipped" <<'PY'
 import statistics, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
 med = lambda i: statistics.median(r[i] for r in rows)
@@ -126,7 +131,8 @@ for n, (r, q) in enumerate(zip(rows, ratios), 1):
 print(f"RESULT keyward healthz_rps={med(0):.2f} verify_rps={med(1):.2f} ratio={statistics.median(ratios):.3f} "
       f"p50_ms={med(2):.3f} p99_ms={med(3):.3f} non2xx={sum(r[5] for r in rows):.0f} valid_total={sys.argv[2]} "
       f"create_keys_per_s={sys.argv[3]} verify_cpu_us={med(4):.1f} usage={sys.argv[4]} detection={sys.argv[5]} "
-      f"pairs={len(rows)} ratio_min={min(ratios):.3f} ratio_max={max(ratios):.3f} p99_max_ms={max(r[3] for r in rows):.3f}")
+      f"pairs={len(rows)} ratio_min={min(ratios):.3f} ratio_max={max(ratios):.3f} p99_max_ms={max(r[3] for r in rows):.3f} "
+      f"usage_dropped={sys.argv[6]} detection_skipped={sys.argv[7]}")
 print(f"healthz: p50 {med(6):.3f} ms, p99 {med(7):.3f} ms")
 # The batch phase below is compared with the same median floor.
 open(sys.argv[1] + ".healthz", "w").write(f"{med(0):.2f}")

@@ -10,6 +10,7 @@ pub mod anomalies;
 pub mod audit_signing;
 pub mod audit_stream;
 pub mod auth;
+pub mod background;
 pub mod cluster;
 pub mod console;
 pub mod convert;
@@ -563,12 +564,15 @@ pub async fn start_with_parts(
     // The usage writer stops only once the HTTP server has finished every request, so
     // its last drain sees every event.
     let (usage_stop, usage_stopped) = tokio::sync::watch::channel(false);
-    let usage_writer = tokio::spawn(usage::write_usage_alerting(
-        verifier.usage().clone(),
-        store.clone(),
-        usage_stopped,
-        usage_settings.alert_window,
-    ));
+    let usage_writer = background::spawn(
+        "keyward-usage",
+        usage::write_usage_alerting(
+            verifier.usage().clone(),
+            store.clone(),
+            usage_stopped,
+            usage_settings.alert_window,
+        ),
+    );
     // The audit log's readers take their last look only once every task that may
     // append to it has stopped: the final checkpoint then signs the true head, and the
     // stream ends with the last record.

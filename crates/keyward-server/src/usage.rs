@@ -336,6 +336,8 @@ impl Writer {
             if self.unwritten.is_empty() && self.recorder.depth() == 0 {
                 return;
             }
+            // A batch is ~1 ms of work: requests get the core before the next.
+            crate::background::pause().await;
         }
     }
 }

@@ -11,36 +11,36 @@ use keyward_store::Store;
 use keyward_store::anomalies::{CursorMove, NewAnomaly};
 use keyward_store::slice::Slice;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::{AnomalySettings, Detect, subject};
+use crate::background::Background;
 use crate::verifier::Verifier;
 
 /// Events read per page (and recorded per transaction with their anomalies).
 const PAGE: u32 = 5_000;
-/// How long detection runs at a stretch before it yields to the runtime: it shares the
-/// worker that serves requests, and every request that arrives meanwhile waits for it.
-/// A thousand events at a stretch (~0.4 ms) showed in the p99 of verify.
+/// How long detection runs at a stretch before it pauses (`background::pause`): every
+/// request that wants the core meanwhile waits for it. A thousand events at a stretch
+/// (~0.4 ms) showed in the p99 of verify.
 const OBSERVE_SLICE: std::time::Duration = std::time::Duration::from_micros(200);
 /// Events observed between two looks at the clock (a look costs ~30 ns).
 const OBSERVE_CLOCK_EVERY: u32 = 64;
 /// Pages per round at most, so responses and leadership checks are not starved.
 const PAGES_PER_ROUND: usize = 40;
 
-/// Runs detection on whichever node leads, until `shutdown` turns true. `None` when
-/// detection is off.
+/// Runs detection on whichever node leads, until `shutdown` turns true, on a background
+/// thread (`background.rs`). `None` when detection is off.
 pub fn spawn(
     store: Arc<dyn Store>,
     verifier: Arc<Verifier>,
     leader: Arc<AtomicBool>,
     settings: AnomalySettings,
     mut shutdown: watch::Receiver<bool>,
-) -> Option<JoinHandle<()>> {
+) -> Option<Background<()>> {
     if !settings.enabled {
         return None;
     }
-    Some(tokio::spawn(async move {
+    Some(crate::background::spawn("keyward-detect", async move {
         let mut tail: Option<Tail> = None;
         let mut tick = tokio::time::interval(settings.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -191,7 +191,7 @@ impl Tail {
             let mut slice = Slice::new(OBSERVE_SLICE, OBSERVE_CLOCK_EVERY);
             for e in &events {
                 if slice.step() {
-                    tokio::task::yield_now().await;
+                    crate::background::pause().await;
                 }
                 self.detectors.observe(e, &mut self.raised);
             }
