@@ -109,12 +109,12 @@ for i in $(seq "$PAIRS"); do
     measure "$work/verify.$i.txt" -d"${SLICE}s" -s bench/verify-json.lua "$base/v1/verify"
 done
 
-metrics=$(curl -s "$base/metrics")
-valid=$(grep -F 'keyward_verify_total{code="VALID"}' <<<"$metrics" | awk '{print $2}')
+valid=$(curl -s "$base/metrics" | grep -F 'keyward_verify_total{code="VALID"}' | awk '{print $2}')
 # Recording must keep up: a server that dropped usage events, or detection that
-# skipped them, would be measured doing less than it promises.
-dropped=$(awk '/^keyward_usage_events_dropped_total/ {n+=$2} END {print n+0}' <<<"$metrics")
-skipped=$(awk '/^keyward_anomaly_events_skipped_total/ {n+=$2} END {print n+0}' <<<"$metrics")
+# skipped them, would be measured doing less than it promises. (Counted since start.)
+metric_total() { curl -s "$base/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {n += $2} END {print n + 0}'; }
+dropped=$(metric_total keyward_usage_events_dropped_total)
+skipped=$(metric_total keyward_anomaly_events_skipped_total)
 # One line per pair (healthz rps, verify rps, verify p50 ms, p99 ms, CPU µs, non-2xx,
 # healthz p50, p99), then the medians.
 for i in $(seq "$PAIRS"); do
@@ -145,8 +145,9 @@ if [ "$BATCH" -gt 0 ]; then
   KEYS_FILE="$work/keys" VERIFIER="$verifier" BATCH="$BATCH" CONNS="$BATCH_CONNS" \
     measure "$work/batch.txt" -d"${DURATION}s" -s bench/verify-json.lua "$base/v1/verify/batch"
   b=$(rps "$work/batch.txt")
-  printf 'RESULT keyward-batch batch=%s conns=%s requests_rps=%s verifications_per_s=%.0f ratio_to_healthz=%.3f p50_ms=%s p99_ms=%s non2xx=%s cpu_us_per_verification=%.2f\n' \
+  printf 'RESULT keyward-batch batch=%s conns=%s requests_rps=%s verifications_per_s=%.0f ratio_to_healthz=%.3f p50_ms=%s p99_ms=%s non2xx=%s cpu_us_per_verification=%.2f usage_dropped=%s detection_skipped=%s\n' \
     "$BATCH" "$BATCH_CONNS" "$b" "$(python3 -c "print($b*$BATCH)")" "$(python3 -c "print($b*$BATCH/$h)")" \
     "$(pct 50 "$work/batch.txt")" "$(pct 99 "$work/batch.txt")" "$(non2xx "$work/batch.txt" || true)" \
-    "$(python3 -c "print($(cat "$work/batch.txt.cpu_us")/$BATCH)")"
+    "$(python3 -c "print($(cat "$work/batch.txt.cpu_us")/$BATCH)")" \
+    "$(metric_total keyward_usage_events_dropped_total)" "$(metric_total keyward_anomaly_events_skipped_total)"
 fi

@@ -1,22 +1,27 @@
-//! Threads of their own, at a lower priority, for the node's steady background work:
-//! writing usage events and detecting anomalies in them.
+//! Threads of their own for the node's steady background work: writing usage events and
+//! detecting anomalies in them.
 //!
 //! **Architecture Invariant:** on a multi-threaded runtime, the usage writer and the
-//! anomaly tail run on dedicated threads at nice [`BACKGROUND_NICE`] (on Linux), never on
-//! the runtime's workers, which serve requests. Tested by
-//! `tests::background_work_runs_on_a_lower_priority_thread_of_its_own`.
+//! anomaly tail run on dedicated threads, never on the runtime's workers, which serve
+//! requests, and they end each stretch of work with [`pause`]. Tested by
+//! `tests::background_work_runs_on_a_thread_of_its_own`.
 //!
-//! Why: on a node short of cores the worker waited for these tasks' blocking stretches
-//! (a batch of events written to SQLite, a page of events read back and observed), and
-//! the kernel's fair scheduler let each run its due share in stretches of 2-4 ms
-//! (`perf sched timehist`): stalls in the p99 of verify, which yields inside the jobs
-//! could not shorten, as the scheduler judged the time owed. At a lower priority their
-//! time counts several times over, so the worker gets the core back sooner
-//! (BENCHMARKS.md, "Background work at a lower priority"). They still get a share of a
-//! busy core (nice 10: about a tenth against one worker that never idles) and all of
-//! an idle one; the queue in front of the writer absorbs bursts, and any event dropped
-//! or skipped is counted (`keyward_usage_events_dropped_total`,
-//! `keyward_anomaly_events_skipped_total`).
+//! Why: on a node short of cores the worker waited for these tasks' stretches (a batch
+//! of events written to SQLite, a page of events read back and observed): the tail
+//! observed on the worker itself, and each blocking job borrowed a worker's thread
+//! (`block_in_place`) while the runtime moved the worker to another thread. On a thread
+//! of its own, a stretch competes with requests in the kernel's scheduler, and the
+//! kernel lets a thread it has picked run to the next tick (4 ms here) unless it leaves
+//! the core: [`pause`] leaves it between stretches of at most ~1 ms, where a yield to the
+//! runtime would go unseen by the kernel. On the worker, the writer also fell behind
+//! under batch load and dropped events; here it keeps up (BENCHMARKS.md, "Background
+//! work on threads of its own").
+//!
+//! They keep the same priority as the workers: at nice 5 or 10 their share of a core
+//! that requests kept busy was too small, and under batch verification load the writer
+//! fell behind and dropped millions of events (same section). A request-serving core
+//! shares itself fairly with the work those requests cause, which is what keeps
+//! recording complete.
 //!
 //! Only work that wakes on a timer moves here: each wake of such a thread from a worker
 //! would cost a futex call, so per-event hand-offs (the last-use queue) stay on the
@@ -27,9 +32,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
-
-/// How much lower than the rest of the process background threads run.
-pub const BACKGROUND_NICE: i32 = 10;
 
 /// The end of a background task: resolves to its output, or to an error if it panicked.
 pub struct Background<T> {
@@ -51,9 +53,8 @@ impl<T> Future for Background<T> {
 #[error("the background task panicked")]
 pub struct BackgroundPanicked;
 
-/// Runs `task` behind request serving: on a multi-threaded runtime, on a thread named
-/// `name` of its own, at [`BACKGROUND_NICE`], driving the task with the runtime's timers
-/// and IO; on a current-thread runtime (tests, tools), or if no thread can be started,
+/// Runs `task` beside request serving: on a multi-threaded runtime, on a thread named
+/// `name` of its own, driving the task with the runtime's timers and IO; on a current-thread runtime (tests, tools), or if no thread can be started,
 /// as a task of the runtime like any other.
 pub fn spawn<F>(name: &str, task: F) -> Background<F::Output>
 where
@@ -77,7 +78,6 @@ where
             let Ok((task, tx)) = started.recv() else {
                 return;
             };
-            lower_priority();
             BACKGROUND_THREAD.set(true);
             let _ = tx.send(handle.block_on(task));
         });
@@ -103,64 +103,43 @@ thread_local! {
 }
 
 /// Lets requests have the core between stretches of background work. On a background
-/// thread the kernel must be asked (`sched_yield`): its scheduler lets a thread that
-/// became runnable run on until the next tick (4 ms here) unless the running one gives
-/// way. Elsewhere the task yields to the runtime, which runs whatever else is ready.
+/// thread the kernel must be told ([`keyward_store::slice::give_way`]): its scheduler
+/// lets the running thread go on to the next tick (4 ms here), whoever else became
+/// runnable. Elsewhere the task yields to the runtime, which runs whatever else is ready.
 pub async fn pause() {
     if BACKGROUND_THREAD.get() {
-        std::thread::yield_now();
+        keyward_store::slice::give_way();
     } else {
         tokio::task::yield_now().await;
     }
 }
 
-/// Lowers the calling thread's priority; best effort (the work runs either way).
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    // On Linux the nice value is per thread: PRIO_PROCESS with a thread id names that
-    // thread alone.
-    let tid = rustix::thread::gettid();
-    let now = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), now + BACKGROUND_NICE) {
-        tracing::debug!(error = %e, "background thread kept its priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[cfg(target_os = "linux")]
-    fn own_nice() -> i32 {
-        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
-    }
-
-    #[cfg(target_os = "linux")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn background_work_runs_on_a_lower_priority_thread_of_its_own() {
-        let worker_nice = tokio::spawn(async { own_nice() }).await.unwrap();
-        let (thread, nice, slept) = spawn("keyward-test-bg", async {
+    async fn background_work_runs_on_a_thread_of_its_own() {
+        let worker = tokio::spawn(async { std::thread::current().id() })
+            .await
+            .unwrap();
+        let (thread, name, paused) = spawn("keyward-test-bg", async {
             // The runtime's timers work there.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            pause().await;
+            let me = std::thread::current();
             (
-                std::thread::current().name().map(str::to_owned),
-                own_nice(),
-                true,
+                me.id(),
+                me.name().map(str::to_owned),
+                BACKGROUND_THREAD.get(),
             )
         })
         .await
         .unwrap();
-        assert!(slept);
-        assert_eq!(thread.as_deref(), Some("keyward-test-bg"));
-        assert_eq!(nice, (worker_nice + BACKGROUND_NICE).min(19));
-        let after = tokio::spawn(async { own_nice() }).await.unwrap();
-        assert_eq!(
-            after, worker_nice,
-            "the runtime's worker keeps its priority"
-        );
+        assert_ne!(thread, worker, "not on the runtime's worker");
+        assert_eq!(name.as_deref(), Some("keyward-test-bg"));
+        assert!(paused, "pauses there ask the kernel, not the runtime");
+        assert!(!BACKGROUND_THREAD.get());
     }
 
     #[tokio::test(flavor = "current_thread")]

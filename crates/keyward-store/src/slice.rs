@@ -1,6 +1,6 @@
 //! Long jobs that share a core with request serving cut their work into short
-//! stretches: [`Slice`] says when a stretch is used up. What to do then (yield the
-//! thread, or the task) is the caller's.
+//! stretches: [`Slice`] says when a stretch is used up. What to do then is the caller's:
+//! a task yields to its runtime; a thread calls [`give_way`].
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,19 @@ impl Slice {
             false
         }
     }
+}
+
+/// Gives the core to whichever thread wants it, for about the kernel's timer slack
+/// (~50 µs on Linux).
+///
+/// Why a sleep and not `sched_yield`: the kernel's fair scheduler only switches to a
+/// thread that is owed time, and a thread that wakes for a job (after sleeping) is the
+/// one owed. Its yields went unheeded while the request worker, runnable, waited up to a
+/// tick, 4 ms here (`perf sched timehist` under verify load; BENCHMARKS.md, "Background
+/// work on threads of its own"). A sleep always leaves the core. Where a core is free the
+/// job loses the slack, a few percent of a stretch.
+pub fn give_way() {
+    std::thread::sleep(Duration::from_micros(1));
 }
 
 #[cfg(test)]

@@ -48,8 +48,8 @@ pub(super) fn run_blocking<T>(job: impl FnOnce() -> T) -> T {
 /// the thread running a blocking job, and the kernel hands the core over by slices of a
 /// few milliseconds: each write of usage or last-use times put milliseconds into the
 /// p99 of verify (`perf sched timehist`: worker threads waiting up to 4-8 ms for the
-/// one core). A job that yields every [`Self::EVERY`] keeps those waits short. Where a
-/// core is free, a yield finds nothing else to run and returns at once.
+/// one core). A job that gives way ([`crate::slice::give_way`]) every [`Self::EVERY`]
+/// keeps those waits short.
 pub(crate) struct Yielder(crate::slice::Slice);
 
 impl Yielder {
@@ -65,14 +65,14 @@ impl Yielder {
     /// Yields if the job has run for [`Self::EVERY`] since it started or last yielded.
     pub(crate) fn tick(&mut self) {
         if self.0.step() {
-            std::thread::yield_now();
+            crate::slice::give_way();
         }
     }
 
     /// [`Self::tick`], reading the clock now (between larger steps).
     pub(crate) fn now(&mut self) {
         if self.0.look() {
-            std::thread::yield_now();
+            crate::slice::give_way();
         }
     }
 }
