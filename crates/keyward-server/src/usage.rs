@@ -143,6 +143,9 @@ fn blank_event() -> UsageEvent {
     }
 }
 
+/// How often a batch waiting for room in the queue looks again.
+const BACKED_UP_RECHECK: Duration = Duration::from_millis(1);
+
 /// The queue between the verifier and the writer.
 pub struct UsageRecorder {
     queue: ArrayQueue<PendingEvent>,
@@ -175,6 +178,28 @@ impl UsageRecorder {
     /// Events waiting to be written.
     pub fn depth(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Whether the queue is more than half full: the writer is falling behind.
+    pub fn backed_up(&self) -> bool {
+        self.queue.len() > self.queue.capacity() / 2
+    }
+
+    /// Waits, up to `most`, while the queue is more than half full.
+    ///
+    /// Why: batches verify hundreds of thousands of keys a second on one core, faster
+    /// than their events can be written when the writer only gets a share of that core;
+    /// the queue then filled and events were dropped (BENCHMARKS.md, "Background work on
+    /// threads of its own"). A batch that waits leaves the core to the writer, so under
+    /// that load batches slow down instead of going unrecorded. Bounded, so that a writer
+    /// that cannot write at all (the store is down) costs each batch at most `most`.
+    /// Single verifications do not wait: they cannot outrun the writer, and their path
+    /// has no await on a warm cache.
+    pub async fn wait_for_room(&self, most: Duration) {
+        let until = tokio::time::Instant::now() + most;
+        while self.backed_up() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(BACKED_UP_RECHECK).await;
+        }
     }
 
     /// Moves queued events into `out` until it holds `max`, resolved over events taken
@@ -355,5 +380,72 @@ pub async fn enforce_retention(store: &dyn Store, settings: &UsageSettings) {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "usage retention failed; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_found() -> PendingEvent {
+        PendingEvent {
+            at_micros: 0,
+            key: None,
+            code: VerifyCode::NotFound,
+            ip: None,
+            latency_us: 1,
+            exercised: 0,
+            requested: None,
+            tags: None,
+        }
+    }
+
+    /// A bound far beyond any wait these tests expect: only a hang reaches it.
+    const HANG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn with_room_in_the_queue_a_batch_does_not_wait() {
+        let recorder = UsageRecorder::new(4);
+        recorder.record(not_found());
+        assert!(!recorder.backed_up());
+        tokio::time::timeout(HANG, recorder.wait_for_room(Duration::from_secs(3600)))
+            .await
+            .expect("no wait with the queue half empty");
+    }
+
+    #[tokio::test]
+    async fn a_batch_waits_while_the_writer_is_behind_and_goes_on_once_it_drains() {
+        let recorder = Arc::new(UsageRecorder::new(4));
+        for _ in 0..3 {
+            recorder.record(not_found());
+        }
+        assert!(recorder.backed_up(), "three of four is more than half");
+        let writer = recorder.clone();
+        let drain = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let (mut out, mut spare) = (Vec::new(), Vec::new());
+            writer.drain_into(&mut out, 10, &mut spare);
+            out.len()
+        });
+        tokio::time::timeout(HANG, recorder.wait_for_room(Duration::from_secs(3600)))
+            .await
+            .expect("the wait ends once the writer has drained the queue");
+        assert!(!recorder.backed_up());
+        assert_eq!(drain.await.unwrap(), 3, "nothing was dropped");
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_cannot_write_delays_a_batch_by_the_bound_at_most() {
+        let recorder = UsageRecorder::new(4);
+        for _ in 0..4 {
+            recorder.record(not_found());
+        }
+        tokio::time::timeout(HANG, recorder.wait_for_room(Duration::from_millis(5)))
+            .await
+            .expect("the wait is bounded");
+        assert!(
+            recorder.backed_up(),
+            "still behind: the batch went on anyway"
+        );
     }
 }

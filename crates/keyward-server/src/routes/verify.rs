@@ -56,6 +56,12 @@ pub async fn verify_batch(
         .enumerate()
         .map(|(i, r)| Checked::new(r).map_err(|e| e.within(&format!("requests[{i}]."))))
         .collect::<Result<Vec<_>, _>>()?;
+    // When the usage writer falls behind, batches wait for it rather than have their
+    // events dropped (`UsageRecorder::wait_for_room`).
+    st.verifier
+        .usage()
+        .wait_for_room(BATCH_WAITS_FOR_RECORDING)
+        .await;
     let now = crate::now();
     let mut results = Vec::with_capacity(checked.len());
     for c in checked {
@@ -63,6 +69,9 @@ pub async fn verify_batch(
     }
     Ok(Json(proto::VerifyBatchResponse { results }))
 }
+
+/// Longest a batch waits for room in the usage queue.
+const BATCH_WAITS_FOR_RECORDING: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A verify request whose scopes, permission, address and tags are well formed.
 struct Checked {
