@@ -54,8 +54,9 @@ impl<T> Future for Background<T> {
 pub struct BackgroundPanicked;
 
 /// Runs `task` beside request serving: on a multi-threaded runtime, on a thread named
-/// `name` of its own, driving the task with the runtime's timers and IO; on a current-thread runtime (tests, tools), or if no thread can be started,
-/// as a task of the runtime like any other.
+/// `name` of its own, driving the task with the runtime's timers and IO; on a
+/// current-thread runtime (tests, tools), or if no thread can be started, as a task of
+/// the runtime like any other.
 pub fn spawn<F>(name: &str, task: F) -> Background<F::Output>
 where
     F: Future + Send + 'static,

@@ -52,7 +52,7 @@ impl Slice {
 /// one owed. Its yields went unheeded while the request worker, runnable, waited up to a
 /// tick, 4 ms here (`perf sched timehist` under verify load; BENCHMARKS.md, "Background
 /// work on threads of its own"). A sleep always leaves the core. Where a core is free the
-/// job loses the slack, a few percent of a stretch.
+/// job loses the slack: a fifth of a 250-µs stretch, a twentieth of a 1-ms one.
 pub fn give_way() {
     std::thread::sleep(Duration::from_micros(1));
 }

@@ -20,8 +20,10 @@
 //! cost ~2% of a busy node's CPU. Events and the counts of them stay consistent either
 //! way: both are written in one transaction.
 //!
-//! The blocking work runs under `tokio::task::block_in_place` on a multi-threaded
-//! runtime, so the worker's other tasks move elsewhere meanwhile.
+//! The blocking work runs under `tokio::task::block_in_place` when a runtime worker calls
+//! it, so the worker's other tasks move elsewhere meanwhile; the server's usage writer
+//! calls it from a thread of its own (`keyward-server/src/background.rs`), where it runs
+//! inline.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
