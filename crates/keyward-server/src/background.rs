@@ -65,9 +65,7 @@ where
     let (tx, done) = oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        tokio::spawn(async move {
-            let _ = tx.send(task.await);
-        });
+        spawn_as_task(task, tx);
         return Background { done };
     }
     // The task and its sender go to the thread, or come back if it cannot start.
@@ -90,12 +88,21 @@ where
         }
         Err(e) => {
             tracing::warn!(error = %e, task = name, "no thread for background work; it runs on the runtime");
-            tokio::spawn(async move {
-                let _ = tx.send(task.await);
-            });
+            spawn_as_task(task, tx);
         }
     }
     Background { done }
+}
+
+/// `task` as a task of the current runtime, its output sent to `tx`.
+fn spawn_as_task<F>(task: F, tx: oneshot::Sender<F::Output>)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(async move {
+        let _ = tx.send(task.await);
+    });
 }
 
 thread_local! {
