@@ -273,7 +273,8 @@ impl Verifier {
         let started = Instant::now();
         let outcome = match self.step(key, req, now, started, true) {
             Step::Decided(o) => o,
-            step => self.finish(step, req, now, true).await?,
+            // Boxed: see `Verifier::finish`.
+            step => Box::pin(self.finish(step, req, now, true)).await?,
         };
         self.account(&outcome, req, now, started, tags);
         Ok(outcome)
@@ -308,7 +309,8 @@ impl Verifier {
     ) -> Result<Outcome, StoreError> {
         match self.step(key, req, now, Instant::now(), false) {
             Step::Decided(o) => Ok(o),
-            step => self.finish(step, req, now, false).await,
+            // Boxed: see `Verifier::finish`.
+            step => Box::pin(self.finish(step, req, now, false)).await,
         }
     }
 
@@ -430,6 +432,14 @@ impl Verifier {
     }
 
     /// The part that needs the store: a cache fill, or a quota.
+    ///
+    /// Its callers await it boxed. Inline, its state (the store's and Redis's futures,
+    /// ~900 bytes) made every future that awaits a verification as large, the HTTP
+    /// handler's included (1,632 bytes), and a future is copied whole as it is created
+    /// and moved. Boxed, a warm verification carries a pointer's worth of it; only the
+    /// calls that go to the store or to Redis, a round trip of tens of µs, pay an
+    /// allocation. (No throughput change showed beyond this VM's noise: BENCHMARKS.md,
+    /// "The cold path boxed".)
     async fn finish(
         &self,
         step: Step,

@@ -165,3 +165,57 @@ impl Checked {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<Args, Fut, F: CallWith<Args, Fut>>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    trait CallWith<Args, Fut> {}
+    impl<A, B, Fut, F: FnOnce(A, B) -> Fut> CallWith<(A, B), Fut> for F {}
+    impl<A, B, C, Fut, F: FnOnce(A, B, C) -> Fut> CallWith<(A, B, C), Fut> for F {}
+    impl<A, B, C, D, Fut, F: FnOnce(A, B, C, D) -> Fut> CallWith<(A, B, C, D), Fut> for F {}
+    impl<A, B, C, D, E, Fut, F: FnOnce(A, B, C, D, E) -> Fut> CallWith<(A, B, C, D, E), Fut> for F {}
+
+    /// A warm verification's futures carry none of the cold path's state (the store's
+    /// and Redis's futures, boxed in `Verifier::finish`): each future is copied whole as
+    /// it is created and moved, once per await level, on every request. Inline, the
+    /// handler's future was 1,632 bytes and `verify_tagged`'s 992.
+    #[test]
+    fn a_warm_verification_carries_no_cold_path_state() {
+        use crate::verifier::Verifier;
+        let sizes = [
+            ("POST /v1/verify's handler", future_size(&verify), 1024),
+            (
+                "POST /v1/verify/batch's handler",
+                future_size(&verify_batch),
+                1024,
+            ),
+            (
+                "Verifier::verify_tagged",
+                future_size(&Verifier::verify_tagged),
+                256,
+            ),
+            (
+                "Verifier::authenticate",
+                future_size(&Verifier::authenticate),
+                256,
+            ),
+            (
+                "auth::authenticate",
+                future_size(&crate::auth::authenticate),
+                512,
+            ),
+        ];
+        for (what, size, most) in sizes {
+            assert!(
+                size <= most,
+                "{what}'s future is {size} bytes (at most {most})"
+            );
+        }
+    }
+}
