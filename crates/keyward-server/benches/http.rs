@@ -27,8 +27,45 @@ use keyward_server::verifier::Verifier;
 use keyward_store::{SqliteStore, Store};
 use tower::ServiceExt;
 
+/// The binary's allocator, counting the allocations of the thread that runs the
+/// exchanges (printed per request after the timings: a count does not drift).
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // `try_with`: the thread-local may already be gone while a thread exits.
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, size) }
+    }
+}
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
+
+/// Allocations (and reallocations) per exchange of `requests`, on this thread.
+fn allocations_per_request(
+    rt: &tokio::runtime::Runtime,
+    app: &Router,
+    requests: Vec<Request<Body>>,
+) -> f64 {
+    let n = requests.len() as f64;
+    let before = ALLOCATIONS.with(|c| c.get());
+    for req in requests {
+        black_box(exchange(rt, app, req));
+    }
+    (ALLOCATIONS.with(|c| c.get()) - before) as f64 / n
+}
 
 /// The usage writer, on a thread of its own as in the server, and what stops it.
 type UsageWriter = (
@@ -199,6 +236,20 @@ fn http(c: &mut Criterion) {
                 black_box(body)
             })
         },
+    );
+    let healthz: Vec<_> = (0..1000)
+        .map(|_| request("GET", "/healthz", None, None))
+        .collect();
+    let verifies: Vec<_> = (0..1000)
+        .map(|j| {
+            let body = bodies[(j * 7919) % bodies.len()].clone();
+            request("POST", "/v1/verify", Some(&checker), Some(body))
+        })
+        .collect();
+    eprintln!(
+        "allocations per request: GET /healthz {:.1}, POST /v1/verify {:.1}",
+        allocations_per_request(&rt, &app, healthz),
+        allocations_per_request(&rt, &app, verifies),
     );
     // Whether the writer kept up: a queue near capacity means events were dropped.
     eprintln!(
