@@ -17,11 +17,14 @@
 //! under batch load and dropped events; here it keeps up (BENCHMARKS.md, "Background
 //! work on threads of its own").
 //!
-//! They keep the same priority as the workers: at nice 5 or 10 their share of a core
-//! that requests kept busy was too small, and under batch verification load the writer
-//! fell behind and dropped millions of events (same section). A request-serving core
-//! shares itself fairly with the work those requests cause, which is what keeps
-//! recording complete.
+//! They keep the same priority as the workers. At nice 5 or 10 their share of a core
+//! that requests kept busy was too small: before batches waited for the writer, it fell
+//! behind under batch load and dropped millions of events. With the wait it drops none
+//! there, but single verifications never wait, and on two unpinned cores the writer
+//! needs more of a core (~13%) than a nice-10 thread gets beside a busy worker (~10%);
+//! the p99 gain was within this VM's noise (BENCHMARKS.md, "Nice 10 again, now that
+//! batches wait"). A request-serving core shares itself fairly with the work those
+//! requests cause, which is what keeps recording complete.
 //!
 //! Only work that wakes on a timer moves here: each wake of such a thread from a worker
 //! would cost a futex call, so per-event hand-offs (the last-use queue) stay on the
