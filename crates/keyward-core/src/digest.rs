@@ -35,10 +35,20 @@ impl KeyDigest {
     }
 }
 
-/// Constant-time, so that comparing digests leaks nothing through timing.
+/// Constant-time, so that comparing digests leaks nothing through timing. Compared as
+/// four 64-bit words rather than 32 bytes (`subtle`'s slice comparison goes byte by
+/// byte, each through an optimisation barrier): every cache lookup on the verify path
+/// compares digests, and this is ~15 instructions instead of ~200.
 impl PartialEq for KeyDigest {
     fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
+        let word = |d: &[u8; 32], i: usize| {
+            u64::from_ne_bytes(d[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        };
+        (0..4)
+            .fold(subtle::Choice::from(1), |same, i| {
+                same & word(&self.0, i).ct_eq(&word(&other.0, i))
+            })
+            .into()
     }
 }
 
@@ -53,5 +63,23 @@ impl std::hash::Hash for KeyDigest {
 impl std::fmt::Debug for KeyDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "KeyDigest({}…)", &hex::encode(&self.0[..4]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyDigest;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The word-wise constant-time comparison agrees with comparing the bytes: equal
+        /// digests are equal, and a difference in any one byte is seen.
+        #[test]
+        fn digests_compare_as_their_bytes(a in any::<[u8; 32]>(), at in 0usize..32, flip in 1u8..=255) {
+            prop_assert!(KeyDigest(a) == KeyDigest(a));
+            let mut b = a;
+            b[at] ^= flip;
+            prop_assert!(KeyDigest(a) != KeyDigest(b));
+        }
     }
 }
