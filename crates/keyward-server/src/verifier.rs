@@ -373,11 +373,22 @@ impl Verifier {
         at: Instant,
         metered: bool,
     ) -> Step {
-        if key::parse(key).is_err() {
+        // The cache is asked before the key is parsed: it only ever holds digests of
+        // well-formed keys (a key is parsed before its first store lookup, and keys are
+        // only minted well-formed), so a hit proves the format and checksum by SHA-256's
+        // collision resistance, and the warm path skips ~700 instructions of parsing
+        // per key. A miss is parsed as before, so `MALFORMED` is still decided without
+        // any store lookup; the length bound comes first, so hostile input is not hashed
+        // at any length.
+        if key.len() > key::MAX_KEY_LEN {
             return Step::Decided(Outcome::code(VerifyCode::Malformed, None));
         }
         let digest = KeyDigest::of(key);
-        match self.cache.get(&digest) {
+        let cached = self.cache.get(&digest);
+        if cached.is_none() && key::parse(key).is_err() {
+            return Step::Decided(Outcome::code(VerifyCode::Malformed, None));
+        }
+        match cached {
             Some(Entry::Found(k)) if at.saturating_duration_since(k.loaded_at) < POSITIVE_TTL => {
                 self.metrics.cache_hit.increment(1);
                 self.evaluate(k, req, now, at, metered)
