@@ -7,6 +7,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use keyward_core::policy::VerifyRequest;
+use keyward_core::time::Timestamp;
 use keyward_core::{VerifyCode, scope};
 use std::sync::Arc;
 
@@ -50,6 +51,9 @@ pub struct Principal {
     /// Whether the credential is a human administrator's session (`POST /v1/sessions`),
     /// which the most sensitive calls make step up (`require_step_up`).
     pub session: bool,
+    /// When the credential was checked: the time of the request, for handlers that need
+    /// one (verify's expiry checks and usage event), so a request reads the clock once.
+    pub at: Timestamp,
 }
 
 impl Principal {
@@ -145,10 +149,8 @@ pub async fn authenticate(
         permission: None,
         ip: source_ip,
     };
-    let outcome = state
-        .verifier
-        .authenticate(token, &req, crate::now())
-        .await?;
+    let at = crate::now();
+    let outcome = state.verifier.authenticate(token, &req, at).await?;
     match (outcome.code, outcome.key) {
         (VerifyCode::Valid, Some(k)) => Ok(Principal {
             key_id: k.id,
@@ -157,6 +159,7 @@ pub async fn authenticate(
             source_ip,
             request_id,
             session: token.starts_with(crate::sessions::SESSION_PREFIX_),
+            at,
         }),
         (VerifyCode::Malformed | VerifyCode::NotFound, _) => Err(state.throttle.unknown_bearer(
             source_ip,

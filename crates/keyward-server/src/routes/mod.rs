@@ -15,6 +15,7 @@ pub mod secrets;
 pub mod tokens;
 pub mod usage;
 pub mod verify;
+pub mod verify_answer;
 pub mod webhooks;
 
 use keyward_core::model::AuditEntry;

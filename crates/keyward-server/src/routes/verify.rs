@@ -1,19 +1,19 @@
 //! `POST /v1/verify`: the hot path over HTTP; `POST /v1/verify/batch`: many
 //! verifications for the price of one HTTP exchange.
 
-use axum::Json;
 use axum::extract::State;
 use keyward_core::permission::Permission;
 use keyward_core::policy::VerifyRequest;
+use keyward_core::scope;
 use keyward_core::usage::UsageTags;
-use keyward_core::{VerifyCode, scope};
 use keyward_proto as proto;
 
 use crate::auth::{Principal, VERIFY};
-use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
+use crate::routes::verify_answer::{self, Answer, JsonBytes};
 use crate::state::AppState;
+use crate::verifier::Outcome;
 
 #[utoipa::path(post, path = "/v1/verify", tag = "verify", request_body = proto::VerifyRequest,
     responses((status = 200, description = "the decision, whatever it is", body = proto::VerifyResponse),
@@ -23,10 +23,13 @@ pub async fn verify(
     State(st): State<AppState>,
     who: Principal,
     ApiJson(body): ApiJson<proto::VerifyRequest>,
-) -> ApiResult<Json<proto::VerifyResponse>> {
+) -> ApiResult<JsonBytes> {
     who.require(VERIFY)?;
-    let checked = Checked::new(body)?;
-    Ok(Json(checked.decide(&st, crate::now()).await?))
+    let decision = Checked::new(body)?.decide(&st, who.at).await?;
+    let answer = decision.answer();
+    let mut json = Vec::with_capacity(answer.size_hint());
+    answer.write(&mut json);
+    Ok(JsonBytes(json))
 }
 
 #[utoipa::path(post, path = "/v1/verify/batch", tag = "verify", request_body = proto::VerifyBatchRequest,
@@ -37,7 +40,7 @@ pub async fn verify_batch(
     State(st): State<AppState>,
     who: Principal,
     ApiJson(body): ApiJson<proto::VerifyBatchRequest>,
-) -> ApiResult<Json<proto::VerifyBatchResponse>> {
+) -> ApiResult<JsonBytes> {
     who.require(VERIFY)?;
     if body.requests.is_empty() {
         return Err(ApiError::field("requests", "at least one verification"));
@@ -63,11 +66,12 @@ pub async fn verify_batch(
         .wait_for_room(BATCH_WAITS_FOR_RECORDING)
         .await;
     let now = crate::now();
-    let mut results = Vec::with_capacity(checked.len());
+    let mut decisions = Vec::with_capacity(checked.len());
     for c in checked {
-        results.push(c.decide(&st, now).await?);
+        decisions.push(c.decide(&st, now).await?);
     }
-    Ok(Json(proto::VerifyBatchResponse { results }))
+    let answers: Vec<Answer<'_>> = decisions.iter().map(Decision::answer).collect();
+    Ok(JsonBytes(verify_answer::write_batch(&answers)))
 }
 
 /// Longest a batch waits for room in the usage queue.
@@ -119,12 +123,12 @@ impl Checked {
         })
     }
 
-    /// Verifies the key (recording the usage event) and builds the answer.
+    /// Verifies the key (recording the usage event).
     async fn decide(
         self,
         st: &AppState,
         now: keyward_core::time::Timestamp,
-    ) -> ApiResult<proto::VerifyResponse> {
+    ) -> ApiResult<Decision> {
         let req = VerifyRequest {
             scopes: &self.scopes,
             permission: self.permission.as_ref(),
@@ -153,16 +157,32 @@ impl Checked {
             }),
             _ => None,
         };
-        Ok(proto::VerifyResponse {
-            valid: outcome.code == VerifyCode::Valid,
-            code: convert::code(outcome.code),
+        Ok(Decision {
+            outcome,
+            rate_limit,
+        })
+    }
+}
+
+/// A verification's outcome and the rate limit it reports: what the answer is written
+/// from, borrowing the key's ids and scopes from the cache rather than copying them.
+struct Decision {
+    outcome: Outcome,
+    rate_limit: Option<proto::RateLimitStatus>,
+}
+
+impl Decision {
+    fn answer(&self) -> Answer<'_> {
+        let key = self.outcome.key.as_deref();
+        Answer {
+            code: self.outcome.code,
             key_id: key.map(|k| k.id),
             identity_id: key.map(|k| k.identity_id),
-            scopes: key.map(|k| k.policy.scopes.clone()),
-            remaining: outcome.remaining,
-            rate_limit,
+            scopes: key.map(|k| k.policy.scopes.as_slice()),
+            remaining: self.outcome.remaining,
+            rate_limit: self.rate_limit.as_ref(),
             expires_at: key.and_then(|k| k.expires_at),
-        })
+        }
     }
 }
 
