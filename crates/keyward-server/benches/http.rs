@@ -264,7 +264,7 @@ fn http(c: &mut Criterion) {
 criterion_group!(benches, http);
 
 fn main() {
-    keyward_server::allocator::prefer_huge_pages();
+    keyward_server::allocator::configure();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

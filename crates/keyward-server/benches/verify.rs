@@ -291,7 +291,7 @@ criterion_group!(verify, warm, cold, usage_recording);
 fn main() {
     // As the `keyward` binary does (`KEYWARD_BENCH_HUGE_PAGES=off` measures without).
     if std::env::var("KEYWARD_BENCH_HUGE_PAGES").as_deref() != Ok("off") {
-        keyward_server::allocator::prefer_huge_pages();
+        keyward_server::allocator::configure();
     }
     verify();
     Criterion::default().configure_from_args().final_summary();

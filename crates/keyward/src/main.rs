@@ -33,7 +33,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     // Before any thread exists (see the function's safety note).
-    keyward_server::allocator::prefer_huge_pages();
+    keyward_server::allocator::configure();
     // Usage errors exit 2, --help and --version 0 (clap's defaults).
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
