@@ -1,4 +1,5 @@
-//! The verify hot path: parse, digest, cache lookup, policy, rate limits, quota.
+//! The verify hot path: digest, cache lookup (a key the cache does not hold is parsed
+//! before the store is asked), policy, rate limits, quota.
 //!
 //! **Architecture Invariant:** a verification on a warm cache touches no database and no
 //! network and holds no lock across an await. Only keys with a `remaining` quota reach
