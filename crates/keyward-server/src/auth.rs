@@ -108,7 +108,7 @@ pub fn peer_and_request_id(parts: &Parts) -> (Option<std::net::IpAddr>, Option<S
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip());
     // A `HeaderName` rather than a `&str`: a string is parsed as a header name on every
-    // lookup (~350 instructions, on every authenticated call).
+    // lookup (~200 instructions more per authenticated call, by callgrind).
     static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
     let request_id = parts
         .headers
