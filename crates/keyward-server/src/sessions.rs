@@ -48,7 +48,7 @@ pub async fn require_step_up(
     }
     let now = crate::now();
     // A session's expiry is its start plus SESSION_TTL, so its age is known from it.
-    if let Some(expires_at) = who.key.expires_at
+    if let Some(expires_at) = who.key.policy.expires_at
         && expires_at - now > SESSION_TTL - STEP_UP_WINDOW
     {
         return Ok(());

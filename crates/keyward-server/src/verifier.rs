@@ -76,7 +76,6 @@ pub struct CachedKey {
     pub id: Uuid,
     pub identity_id: Uuid,
     pub rate_limits: Vec<RateLimitSpec>,
-    pub expires_at: Option<Timestamp>,
     /// What a gateway tells its upstream about this key (`Keyward-Identity`,
     /// `Keyward-Key-Id`, `Keyward-Scopes`), built on its first request through a gateway
     /// rather than three strings per request. It goes with the entry: a changed key is
@@ -682,7 +681,6 @@ impl Verifier {
                 scopes: key.scopes,
             },
             rate_limits: key.rate_limits,
-            expires_at: key.expires_at,
             has_quota: key.remaining.is_some(),
             quota_exhausted: AtomicBool::new(false),
             last_used_micros: AtomicI64::new(0),

@@ -181,7 +181,7 @@ impl Decision {
             scopes: key.map(|k| k.policy.scopes.as_slice()),
             remaining: self.outcome.remaining,
             rate_limit: self.rate_limit.as_ref(),
-            expires_at: key.and_then(|k| k.expires_at),
+            expires_at: key.and_then(|k| k.policy.expires_at),
         }
     }
 }
