@@ -20,10 +20,10 @@ fn policy(allowlist: IpAllowlist) -> KeyPolicy {
         enabled: true,
         identity_enabled: true,
         ip_allowlist: allowlist,
-        scopes: vec![
+        scopes: smallvec::smallvec![
             "orders:*".into(),
             "billing:read".into(),
-            "reports:read".into(),
+            "reports:read".into()
         ],
     }
 }

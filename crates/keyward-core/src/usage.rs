@@ -140,7 +140,7 @@ pub fn validate_tags(tags: &UsageTags) -> Result<(), FieldError> {
 /// Which of `granted` (by index, the first [`MASK_SCOPES`]) the request exercised: for
 /// each required scope and each scope of the permission query that the key holds, the
 /// first granted scope that grants it. Allocates nothing.
-pub fn exercised_scopes(granted: &[String], req: &VerifyRequest<'_>) -> u64 {
+pub fn exercised_scopes<S: AsRef<str>>(granted: &[S], req: &VerifyRequest<'_>) -> u64 {
     let mut mask = 0u64;
     for r in req.scopes {
         mask |= granting(granted, r);
@@ -151,7 +151,7 @@ pub fn exercised_scopes(granted: &[String], req: &VerifyRequest<'_>) -> u64 {
     mask
 }
 
-fn exercised_by_query(granted: &[String], p: &Permission) -> u64 {
+fn exercised_by_query<S: AsRef<str>>(granted: &[S], p: &Permission) -> u64 {
     match p {
         Permission::Scope(s) => granting(granted, s),
         // Every branch the key satisfies counts: an OR is exercised through whichever
@@ -162,16 +162,16 @@ fn exercised_by_query(granted: &[String], p: &Permission) -> u64 {
     }
 }
 
-fn granting(granted: &[String], required: &str) -> u64 {
+fn granting<S: AsRef<str>>(granted: &[S], required: &str) -> u64 {
     granted
         .iter()
         .take(MASK_SCOPES)
-        .position(|g| scope::grants(g, required))
+        .position(|g| scope::grants(g.as_ref(), required))
         .map_or(0, |i| 1u64 << i)
 }
 
 /// The names of the granted scopes set in `mask`.
-pub fn scopes_in_mask(granted: &[String], mask: u64) -> Vec<String> {
+pub fn scopes_in_mask<S: AsRef<str>>(granted: &[S], mask: u64) -> Vec<String> {
     let mut out = Vec::new();
     scopes_in_mask_into(granted, mask, &mut out);
     out
@@ -179,7 +179,7 @@ pub fn scopes_in_mask(granted: &[String], mask: u64) -> Vec<String> {
 
 /// [`scopes_in_mask`], written over `out`: its strings are reused (no allocation when
 /// they are long enough), so a writer that recycles its events allocates nothing.
-pub fn scopes_in_mask_into(granted: &[String], mask: u64, out: &mut Vec<String>) {
+pub fn scopes_in_mask_into<S: AsRef<str>>(granted: &[S], mask: u64, out: &mut Vec<String>) {
     let mut n = 0;
     for (i, s) in granted.iter().take(MASK_SCOPES).enumerate() {
         if mask & (1u64 << i) == 0 {
@@ -188,9 +188,9 @@ pub fn scopes_in_mask_into(granted: &[String], mask: u64, out: &mut Vec<String>)
         match out.get_mut(n) {
             Some(slot) => {
                 slot.clear();
-                slot.push_str(s);
+                slot.push_str(s.as_ref());
             }
-            None => out.push(s.clone()),
+            None => out.push(s.as_ref().to_owned()),
         }
         n += 1;
     }

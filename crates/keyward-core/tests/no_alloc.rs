@@ -56,7 +56,7 @@ fn valid_path_does_not_allocate() {
         enabled: true,
         identity_enabled: true,
         ip_allowlist: IpAllowlist::parse(&["10.0.0.0/8", "2001:db8::/32"]).unwrap(),
-        scopes: vec!["orders:*".into(), "billing:read".into()],
+        scopes: smallvec::smallvec!["orders:*".into(), "billing:read".into()],
     };
     let perm = Permission::parse("orders:read AND (billing:read OR billing:admin)").unwrap();
     let scopes = vec!["orders:write".to_owned()];

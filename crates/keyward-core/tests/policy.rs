@@ -19,7 +19,7 @@ fn valid_policy() -> KeyPolicy {
         enabled: true,
         identity_enabled: true,
         ip_allowlist: IpAllowlist::default(),
-        scopes: vec!["orders:*".into(), "billing:read".into()],
+        scopes: smallvec::smallvec!["orders:*".into(), "billing:read".into()],
     }
 }
 
@@ -144,7 +144,7 @@ proptest! {
             } else {
                 IpAllowlist::default()
             },
-            scopes: vec!["orders:*".into(), "billing:read".into()],
+            scopes: smallvec::smallvec!["orders:*".into(), "billing:read".into()],
         };
         let ok_perm = Permission::parse("orders:read AND (billing:read OR billing:admin)").unwrap();
         let bad_perm = Permission::parse("orders:read AND billing:admin").unwrap();

@@ -49,13 +49,14 @@ const LAST_USED_FLUSH_EVERY: Duration = Duration::from_secs(5);
 ///
 /// `repr(C)` keeps the declared order: the fields every warm verification reads come
 /// first, next to the `Arc`'s counts, so that with a large key set (where each entry is
-/// a cache miss) they lie within the first 128 bytes rather than across the whole
-/// struct.
+/// a cache miss) they lie within the first 128 bytes, and the ids the answer reads
+/// within the first 192, rather than across the whole struct. With its counts the key is
+/// 192 bytes, an allocation class whose blocks start on a cache line: a warm
+/// verification reads three lines of it, never four.
 #[derive(Debug)]
 #[repr(C)]
 pub struct CachedKey {
     // Read on every verification.
-    loaded_at: Instant,
     pub policy: KeyPolicy,
     /// The key's live rate-limit state, shared with later fills of the same key so a
     /// reload does not hand out a fresh burst.
@@ -65,6 +66,10 @@ pub struct CachedKey {
     /// The last-use time the store holds (as far as this node knows): a use is queued
     /// only once the stored time is `LAST_USED_RESOLUTION` old.
     last_written_micros: AtomicI64,
+    /// When the key was read from the store, in whole seconds of the verifier's clock
+    /// (`Verifier::seconds`): only compared with `POSITIVE_TTL`, and 4 bytes where an
+    /// `Instant` takes 16.
+    loaded_at_secs: u32,
     pub has_quota: bool,
     /// Whether this key waits in the last-use queue already, so a busy key is queued once
     /// per flush rather than once per call.
@@ -154,6 +159,8 @@ pub struct Verifier {
     /// Invalidation counters, so a cache fill that raced with an invalidation of its
     /// key is not kept: see [`Generations`].
     generations: Generations,
+    /// The origin of the verifier's clock in whole seconds (`CachedKey::loaded_at_secs`).
+    started: Instant,
     last_used: mpsc::Sender<Arc<CachedKey>>,
     metrics: VerifyMetrics,
     shared: Option<Arc<dyn SharedLimiter>>,
@@ -212,6 +219,7 @@ impl Verifier {
             cache: Cache::new(capacity),
             limiters: Cache::new(capacity),
             generations: Generations::new(),
+            started: Instant::now(),
             last_used: tx,
             metrics: VerifyMetrics::new(),
             shared,
@@ -224,6 +232,16 @@ impl Verifier {
     /// The queue of usage events, drained by `usage::write_usage`.
     pub fn usage(&self) -> &Arc<UsageRecorder> {
         &self.usage
+    }
+
+    /// `at` in whole seconds since the verifier started (for 136 years).
+    fn seconds(&self, at: Instant) -> u32 {
+        u32::try_from(at.saturating_duration_since(self.started).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether a cached key is recent enough to trust at `at` without a reload.
+    fn fresh(&self, k: &CachedKey, at: Instant) -> bool {
+        u64::from(self.seconds(at).saturating_sub(k.loaded_at_secs)) < POSITIVE_TTL.as_secs()
     }
 
     /// Forgets a key so the next verification reloads it from the store.
@@ -389,7 +407,7 @@ impl Verifier {
             return Step::Decided(Outcome::code(VerifyCode::Malformed, None));
         }
         match cached {
-            Some(Entry::Found(k)) if at.saturating_duration_since(k.loaded_at) < POSITIVE_TTL => {
+            Some(Entry::Found(k)) if self.fresh(&k, at) => {
                 self.metrics.cache_hit.increment(1);
                 self.evaluate(k, req, now, at, metered)
             }
@@ -625,7 +643,7 @@ impl Verifier {
     async fn load(&self, digest: &KeyDigest) -> Result<Option<Arc<CachedKey>>, StoreError> {
         let guard = loop {
             match self.cache.get_value_or_guard_async(digest).await {
-                Ok(Entry::Found(k)) if k.loaded_at.elapsed() < POSITIVE_TTL => {
+                Ok(Entry::Found(k)) if self.fresh(&k, Instant::now()) => {
                     return Ok(Some(k));
                 }
                 Ok(Entry::NotFound { until }) if Instant::now() < until => return Ok(None),
@@ -678,7 +696,7 @@ impl Verifier {
                 enabled: key.enabled,
                 identity_enabled,
                 ip_allowlist,
-                scopes: key.scopes,
+                scopes: keyward_core::policy::scope_list(&key.scopes),
             },
             rate_limits: key.rate_limits,
             has_quota: key.remaining.is_some(),
@@ -686,7 +704,7 @@ impl Verifier {
             last_used_micros: AtomicI64::new(0),
             last_used_queued: AtomicBool::new(false),
             last_written_micros: AtomicI64::new(stored_last_use),
-            loaded_at: Instant::now(),
+            loaded_at_secs: self.seconds(Instant::now()),
             upstream_headers: std::sync::OnceLock::new(),
         })
     }
@@ -822,7 +840,8 @@ mod layout_tests {
     use super::*;
 
     /// What a warm verification reads of a cached key, with the `Arc`'s two counts in
-    /// front (16 bytes), lies within the first 128 bytes (two cache lines' worth).
+    /// front (16 bytes), lies within the first 128 bytes (two cache lines' worth), and
+    /// with the ids its answer reads, within 192.
     #[test]
     fn the_hot_fields_of_a_cached_key_span_two_cache_lines() {
         let hot_end = std::mem::offset_of!(CachedKey, quota_exhausted) + 1;
@@ -831,5 +850,20 @@ mod layout_tests {
             "hot fields end at byte {}",
             16 + hot_end
         );
+        let answered_end = std::mem::offset_of!(CachedKey, identity_id) + 16;
+        assert!(
+            16 + answered_end <= 192,
+            "the answer's ids end at byte {}",
+            16 + answered_end
+        );
+    }
+
+    /// With its counts a cached key fills a 192-byte allocation: mimalloc's blocks of
+    /// that class start on a cache line (192 is three), so the key's first three lines
+    /// are its own. One byte more and it would take 224-byte blocks, half of which
+    /// start mid-line: the hot fields and ids would span four lines.
+    #[test]
+    fn a_cached_key_with_its_counts_is_three_cache_lines() {
+        assert_eq!(16 + std::mem::size_of::<CachedKey>(), 192);
     }
 }

@@ -34,7 +34,7 @@ pub fn audit_entry(
         actor: who.actor(),
         action: action.to_owned(),
         target: target.to_string(),
-        request_id: who.request_id.clone(),
+        request_id: who.request_id(),
         source_ip: who.source_ip.map(|ip| ip.to_string()),
         detail,
     }

@@ -86,7 +86,7 @@ pub async fn create(
 
     let granted = &key.policy.scopes;
     let scopes = match body.scopes {
-        None => granted.clone(),
+        None => granted.iter().map(|s| s.to_string()).collect(),
         Some(asked) => {
             let refused: Vec<&str> = asked
                 .iter()

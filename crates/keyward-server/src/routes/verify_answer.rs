@@ -11,6 +11,7 @@
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use compact_str::CompactString;
 use keyward_core::VerifyCode;
 use keyward_core::time::Timestamp;
 use keyward_proto as proto;
@@ -22,7 +23,7 @@ pub struct Answer<'a> {
     pub code: VerifyCode,
     pub key_id: Option<Uuid>,
     pub identity_id: Option<Uuid>,
-    pub scopes: Option<&'a [String]>,
+    pub scopes: Option<&'a [CompactString]>,
     pub remaining: Option<i64>,
     pub rate_limit: Option<&'a proto::RateLimitStatus>,
     pub expires_at: Option<Timestamp>,
@@ -53,7 +54,7 @@ impl Answer<'_> {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(out, s);
+                write_value(out, s.as_str());
             }
             out.push(b']');
         }
@@ -150,7 +151,9 @@ mod tests {
             code: crate::convert::code(a.code),
             key_id: a.key_id,
             identity_id: a.identity_id,
-            scopes: a.scopes.map(<[String]>::to_vec),
+            scopes: a
+                .scopes
+                .map(|s| s.iter().map(CompactString::to_string).collect()),
             remaining: a.remaining,
             rate_limit: a.rate_limit.cloned(),
             expires_at: a.expires_at,
@@ -186,6 +189,7 @@ mod tests {
             rate_limit in proptest::option::of(rate_limit()),
             expires_at in proptest::option::of(time()),
         ) {
+            let scopes = scopes.map(|s| keyward_core::policy::scope_list(&s));
             let answer = Answer {
                 code: VerifyCode::ALL[code],
                 key_id: key_id.map(Uuid::from_u128),
@@ -207,7 +211,7 @@ mod tests {
     /// A batch's answer is the wire type's too, empty or not.
     #[test]
     fn batches_are_written_as_serde_writes_the_wire_type() {
-        let scopes = ["orders:read".to_owned(), "a\"quote".to_owned()];
+        let scopes = keyward_core::policy::scope_list(&["orders:read", "a\"quote"]);
         let one = Answer {
             code: VerifyCode::Valid,
             key_id: Some(Uuid::from_u128(7)),
@@ -238,7 +242,7 @@ mod tests {
     /// The answer a warm verification of a typical key gives fits the first allocation.
     #[test]
     fn a_typical_answer_fits_its_size_hint() {
-        let scopes = ["orders:read".to_owned(), "billing:*".to_owned()];
+        let scopes = keyward_core::policy::scope_list(&["orders:read", "billing:*"]);
         let answer = Answer {
             code: VerifyCode::Valid,
             key_id: Some(Uuid::from_u128(u128::MAX)),
