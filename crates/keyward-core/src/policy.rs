@@ -25,11 +25,11 @@ pub struct KeyPolicy {
     pub scopes: ScopeList,
 }
 
-/// A key's granted scopes as verify keeps them: the first inline, and a scope of up to
-/// 24 bytes inline in it. Verify reads every granted scope of the key it checks; with a
-/// large key set each key is a CPU cache miss, and a `Vec<String>` added two more (the
-/// list, then each string). Most keys hold one short scope, which this keeps in the
-/// key's own cache lines, with no allocation of its own.
+/// A key's granted scopes as verify keeps them: the first in the list itself rather
+/// than on the heap, and its text too when it has at most 24 bytes. Verify reads every
+/// granted scope of the key it checks; with a large key set each key is a CPU cache
+/// miss, and a `Vec<String>` added two more (the list, then each string). Most keys hold
+/// one short scope, which this keeps in the key's own cache lines.
 pub type ScopeList = SmallVec<[CompactString; 1]>;
 
 /// The scope list of `scopes`.
