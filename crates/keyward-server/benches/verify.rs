@@ -289,7 +289,9 @@ fn usage_recording(c: &mut Criterion) {
 criterion_group!(verify, warm, cold, usage_recording);
 
 fn main() {
-    // As the `keyward` binary does (`KEYWARD_BENCH_HUGE_PAGES=off` measures without).
+    // As the `keyward` binary does. `KEYWARD_BENCH_HUGE_PAGES=off` measures with
+    // mimalloc's defaults: neither huge pages nor freed memory kept (`allocator.rs`;
+    // `MIMALLOC_PURGE_DELAY=-1` with it keeps the memory alone).
     if std::env::var("KEYWARD_BENCH_HUGE_PAGES").as_deref() != Ok("off") {
         keyward_server::allocator::configure();
     }

@@ -860,8 +860,9 @@ mod layout_tests {
 
     /// With its counts a cached key fills a 192-byte allocation: mimalloc's blocks of
     /// that class start on a cache line (192 is three), so the key's first three lines
-    /// are its own. One byte more and it would take 224-byte blocks, half of which
-    /// start mid-line: the hot fields and ids would span four lines.
+    /// are its own. One byte more and it would take a larger class, whose blocks start
+    /// mid-line every other time (seen for 200 to 224 bytes): the hot fields and ids
+    /// would then span four lines for half the keys.
     #[test]
     fn a_cached_key_with_its_counts_is_three_cache_lines() {
         assert_eq!(16 + std::mem::size_of::<CachedKey>(), 192);
